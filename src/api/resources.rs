@@ -1,0 +1,598 @@
+//! The resource tree's routes and their handlers: nodes, node ranges, groups and their
+//! attributes (reference sections 1.2, 1.3 and 1.5). Handlers read one configuration view
+//! per request and commit changes through the engine, so a request is atomic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, Operation, Request};
+use crate::config::catalogue;
+use crate::config::model::{ExpressionValue, Resolved, ResolvedValue, Store};
+use crate::config::noderange::{self, Verbatim};
+use crate::config::plan::{self, AttributeInput, ConfigChangeError};
+use crate::daemon::Context;
+
+/// Collections listed at the root.
+const ROOT: &[&str] = &["nodegroups/", "noderange/", "nodes/", "version"];
+
+pub async fn dispatch(context: &Context, request: &Request) -> Result<Vec<Value>, ApiError> {
+    let trimmed = request.path.trim_start_matches('/');
+    let segments: Vec<&str> = if trimmed.is_empty() {
+        Vec::new()
+    } else {
+        trimmed.trim_end_matches('/').split('/').collect()
+    };
+    let operation = request.operation;
+    let parameters = &request.parameters;
+    match (operation, segments.as_slice()) {
+        (Operation::Retrieve, []) => Ok(links(ROOT.iter().copied())),
+        (Operation::Retrieve, ["version"]) => Ok(vec![json!({"version": crate::VERSION})]),
+        (Operation::Retrieve, ["nodes"]) => {
+            let names = context.config.read(|store| store.node_names_sorted());
+            Ok(links(names.iter().map(|name| format!("{name}/"))))
+        }
+        (Operation::Create, ["nodes"]) => create_nodes(context, parameters, false).await,
+        (Operation::Retrieve, ["nodes", node]) => {
+            require_node(context, node)?;
+            Ok(links(["attributes/"]))
+        }
+        (Operation::Delete, ["nodes", node]) => delete_nodes(context, &[(*node).to_string()]).await,
+        (Operation::Retrieve, ["nodes", _node, "attributes"])
+        | (Operation::Retrieve, ["noderange", _node, "attributes"]) => {
+            Ok(links(["all", "current", "expression", "rename"]))
+        }
+        (_, ["nodes", node, "attributes", kind]) => {
+            let node = require_node(context, node)?;
+            let messages = node_attributes(context, operation, &[node], kind, parameters).await?;
+            // Single-node requests answer without the `databynode` layer.
+            Ok(messages.into_iter().map(strip_node).collect())
+        }
+        (Operation::Create, ["noderange"]) => create_nodes(context, parameters, true).await,
+        (Operation::Retrieve, ["noderange", range]) => {
+            expand(context, range)?;
+            Ok(links(["attributes/", "nodes/"]))
+        }
+        (Operation::Delete, ["noderange", range]) => {
+            let nodes = expand(context, range)?;
+            let names: Vec<String> = nodes.iter().map(|node| node.to_string()).collect();
+            delete_nodes(context, &names).await
+        }
+        (Operation::Retrieve, ["noderange", range, "nodes"]) => {
+            let nodes = expand(context, range)?;
+            Ok(links(nodes.iter().map(|name| format!("{name}/"))))
+        }
+        (Operation::Create, ["noderange", _, "abbreviate"]) => abbreviate(context, parameters),
+        (_, ["noderange", range, "attributes", kind]) => {
+            let nodes = expand(context, range)?;
+            node_attributes(context, operation, &nodes, kind, parameters).await
+        }
+        (Operation::Retrieve, ["nodegroups"]) => {
+            let names = context.config.read(|store| store.group_names_sorted());
+            Ok(links(names.iter().map(|name| format!("{name}/"))))
+        }
+        (Operation::Create, ["nodegroups"]) => create_group(context, parameters).await,
+        (Operation::Retrieve, ["nodegroups", group]) => {
+            require_group(context, group)?;
+            Ok(links(["attributes/"]))
+        }
+        (Operation::Delete, ["nodegroups", group]) => {
+            let group = (*group).to_string();
+            commit(context, move |store, _| {
+                plan::delete_groups(store, std::slice::from_ref(&group))
+            })
+            .await
+            .map(|warnings| {
+                let mut messages = warnings;
+                messages.push(json!({"deleted": request_tail(&request.path)}));
+                messages
+            })
+        }
+        (Operation::Retrieve, ["nodegroups", _group, "attributes"]) => {
+            Ok(links(["all", "current", "rename"]))
+        }
+        (_, ["nodegroups", group, "attributes", kind]) => {
+            group_attributes(context, operation, group, kind, parameters).await
+        }
+        (_, [first, ..]) if ["nodes", "noderange", "nodegroups", "version"].contains(first) => {
+            Err(ApiError::new(
+                405,
+                "unsupported_operation",
+                format!(
+                    "{} is not supported on {}",
+                    operation.as_str(),
+                    request.path
+                ),
+            ))
+        }
+        _ => Err(ApiError::not_found(format!("{} not found", request.path))),
+    }
+}
+
+fn request_tail(path: &str) -> String {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn links<I, S>(items: I) -> Vec<Value>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    items
+        .into_iter()
+        .map(|item| json!({"item": {"href": item.as_ref()}}))
+        .collect()
+}
+
+/// Remove the `databynode` wrapper of a single-node message.
+fn strip_node(message: Value) -> Value {
+    match message {
+        Value::Object(mut map) => {
+            if let Some(Value::Object(by_node)) = map.get("databynode")
+                && by_node.len() == 1
+                && let Some(inner) = by_node.values().next()
+            {
+                return inner.clone();
+            }
+            map.remove("databynode");
+            Value::Object(map)
+        }
+        other => other,
+    }
+}
+
+fn require_node(context: &Context, name: &str) -> Result<Arc<str>, ApiError> {
+    context
+        .config
+        .read(|store| store.canonical_node(name))
+        .ok_or_else(|| ApiError::not_found(format!("node {name} not found")))
+}
+
+fn require_group(context: &Context, name: &str) -> Result<Arc<str>, ApiError> {
+    context
+        .config
+        .read(|store| store.group_key(name))
+        .ok_or_else(|| ApiError::not_found(format!("group {name} not found")))
+}
+
+fn expand(context: &Context, range: &str) -> Result<Vec<Arc<str>>, ApiError> {
+    context
+        .config
+        .read(|store| store.expand(range))
+        .map_err(|error| ApiError::bad_request(format!("invalid noderange {range}: {error}")))
+}
+
+fn change_error(error: ConfigChangeError) -> ApiError {
+    let status = match &error {
+        ConfigChangeError::NoSuchNode(_) | ConfigChangeError::NoSuchGroup(_) => 404,
+        ConfigChangeError::NameInUse { .. } => 409,
+        ConfigChangeError::JournalUnavailable(_) => 503,
+        _ => 400,
+    };
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ApiError::new(status, "invalid_change", message)
+}
+
+/// Commit a plan; returns the warnings as messages.
+async fn commit(
+    context: &Context,
+    planner: impl FnOnce(
+        &Store,
+        &crate::config::secrets::MasterKey,
+    ) -> Result<plan::Plan, ConfigChangeError>,
+) -> Result<Vec<Value>, ApiError> {
+    let receipt = context.config.commit(planner).await.map_err(change_error)?;
+    Ok(receipt
+        .warnings
+        .into_iter()
+        .map(|warning| json!({"warning": warning}))
+        .collect())
+}
+
+/// Interpret a JSON attribute value of a request (reference 1.4 and 3.3).
+pub fn attribute_input(name: &str, value: &Value) -> Result<AttributeInput, ApiError> {
+    Ok(match value {
+        Value::Null => AttributeInput::Clear,
+        Value::String(text) => AttributeInput::Auto(text.clone()),
+        Value::Bool(flag) => AttributeInput::Literal(flag.to_string()),
+        Value::Number(number) => AttributeInput::Literal(number.to_string()),
+        Value::Array(items) => AttributeInput::List(
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) => Ok(text.clone()),
+                    other => Ok(other.to_string()),
+                })
+                .collect::<Result<_, ApiError>>()?,
+        ),
+        Value::Object(map) => {
+            let text = |key: &str| -> Option<Result<Vec<String>, ApiError>> {
+                map.get(key).map(|inner| match inner {
+                    Value::String(text) => Ok(vec![text.clone()]),
+                    Value::Array(items) => Ok(items
+                        .iter()
+                        .filter_map(|item| item.as_str().map(str::to_string))
+                        .collect()),
+                    _ => Err(ApiError::bad_request(format!(
+                        "{name}: {key} needs a string or a list"
+                    ))),
+                })
+            };
+            if let Some(value) = map.get("value") {
+                match value {
+                    Value::String(text) => AttributeInput::Literal(text.clone()),
+                    Value::Null => AttributeInput::Clear,
+                    other => AttributeInput::Literal(other.to_string()),
+                }
+            } else if let Some(Value::String(expression)) = map.get("expression") {
+                AttributeInput::Expression(expression.clone())
+            } else if let Some(items) = text("prepend") {
+                AttributeInput::Prepend(items?)
+            } else if let Some(items) = text("remove") {
+                AttributeInput::Remove(items?)
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "{name}: expected a string, null, a list, or an object with value, expression, prepend or remove"
+                )));
+            }
+        }
+    })
+}
+
+fn attribute_inputs(
+    parameters: &Value,
+    skip: &[&str],
+) -> Result<Vec<(String, AttributeInput)>, ApiError> {
+    let Value::Object(map) = parameters else {
+        return Err(ApiError::bad_request("parameters must be a JSON object"));
+    };
+    let mut inputs = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
+        inputs.push((name.clone(), attribute_input(name, value)?));
+    }
+    Ok(inputs)
+}
+
+async fn create_nodes(
+    context: &Context,
+    parameters: &Value,
+    is_range: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let Some(name) = parameters.get("name").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request("a name is required to create nodes"));
+    };
+    let names: Vec<String> = if is_range {
+        noderange::expand(name, &Verbatim)
+            .map_err(|error| ApiError::bad_request(format!("invalid noderange {name}: {error}")))?
+            .iter()
+            .map(|node| node.to_string())
+            .collect()
+    } else {
+        if name.contains(char::is_whitespace) {
+            return Err(ApiError::bad_request(format!(
+                "node name '{name}' contains a space"
+            )));
+        }
+        vec![name.to_string()]
+    };
+    let inputs = attribute_inputs(parameters, &["name"])?;
+    let created = names.clone();
+    let mut messages = commit(context, move |store, key| {
+        plan::create_nodes(store, key, &names, &inputs)
+    })
+    .await?;
+    messages.extend(
+        created
+            .iter()
+            .map(|name| json!({"created": format!("nodes/{name}")})),
+    );
+    Ok(messages)
+}
+
+async fn delete_nodes(context: &Context, names: &[String]) -> Result<Vec<Value>, ApiError> {
+    let names: Vec<Arc<str>> = names.iter().map(|name| Arc::from(name.as_str())).collect();
+    let deleted = names.clone();
+    let mut messages = commit(context, move |store, _| plan::delete_nodes(store, &names)).await?;
+    messages.extend(
+        deleted
+            .iter()
+            .map(|name| json!({"deleted": name.to_string()})),
+    );
+    Ok(messages)
+}
+
+async fn create_group(context: &Context, parameters: &Value) -> Result<Vec<Value>, ApiError> {
+    let Some(name) = parameters.get("name").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request(
+            "a name is required to create a group",
+        ));
+    };
+    let name = name.to_string();
+    let inputs = attribute_inputs(parameters, &["name"])?;
+    let created = name.clone();
+    let mut messages = commit(context, move |store, key| {
+        plan::create_group(store, key, &name, &inputs)
+    })
+    .await?;
+    messages.push(json!({"created": format!("nodegroups/{created}")}));
+    Ok(messages)
+}
+
+fn abbreviate(context: &Context, parameters: &Value) -> Result<Vec<Value>, ApiError> {
+    let nodes: Vec<Arc<str>> = match parameters.get("nodes") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(Arc::from)
+            .collect(),
+        Some(Value::String(text)) => crate::config::model::split_list(text),
+        _ => {
+            return Err(ApiError::bad_request(
+                "nodes must be a list or a comma-separated string",
+            ));
+        }
+    };
+    let text = context
+        .config
+        .read(|store| noderange::abbreviate(&nodes, store));
+    Ok(vec![json!({"noderange": text})])
+}
+
+/// The JSON shape of one resolved attribute (reference 1.5).
+pub fn resolved_json(resolved: &Resolved) -> Value {
+    let mut map = Map::new();
+    match &resolved.value {
+        ResolvedValue::List(items) => {
+            return Value::Array(
+                items
+                    .iter()
+                    .map(|item| Value::String(item.to_string()))
+                    .collect(),
+            );
+        }
+        ResolvedValue::Unset => {
+            map.insert("value".into(), Value::Null);
+        }
+        ResolvedValue::Text(text) => {
+            map.insert("value".into(), Value::String(text.to_string()));
+        }
+        ResolvedValue::Protected { is_set } => {
+            map.insert("isset".into(), Value::Bool(*is_set));
+        }
+        ResolvedValue::Broken(reason) => {
+            map.insert("broken".into(), Value::String(reason.clone()));
+        }
+    }
+    if let Some(group) = &resolved.inherited_from {
+        map.insert("inheritedfrom".into(), Value::String(group.to_string()));
+    }
+    if let Some(expression) = &resolved.expression {
+        map.insert("expression".into(), Value::String(expression.to_string()));
+    }
+    Value::Object(map)
+}
+
+/// Attribute names listed by `attributes/all`: the catalogue plus anything set.
+fn catalogue_names(for_node: bool) -> impl Iterator<Item = &'static str> {
+    catalogue::all().iter().filter_map(move |spec| {
+        let applies = if for_node { spec.node } else { spec.group };
+        (applies && !spec.name.contains('*')).then_some(spec.name)
+    })
+}
+
+fn node_attribute_map(store: &Store, node: &str, all: bool) -> Map<String, Value> {
+    let mut map = Map::new();
+    let Some(record) = store.node(node) else {
+        return map;
+    };
+    let mut names: std::collections::BTreeSet<Arc<str>> = store.effective_attribute_names(record);
+    if all {
+        names.extend(catalogue_names(true).map(Arc::from));
+    }
+    map.insert(
+        "groups".into(),
+        resolved_json(&store.resolve_in(node, record, "groups")),
+    );
+    for name in names {
+        if &*name == "groups" {
+            continue;
+        }
+        let resolved = store.resolve_in(node, record, &name);
+        map.insert(name.to_string(), resolved_json(&resolved));
+    }
+    map
+}
+
+async fn node_attributes(
+    context: &Context,
+    operation: Operation,
+    nodes: &[Arc<str>],
+    kind: &str,
+    parameters: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    match (operation, kind) {
+        (Operation::Retrieve, "all" | "current") => {
+            let all = kind == "all";
+            Ok(context.config.read(|store| {
+                nodes
+                    .iter()
+                    .map(|node| {
+                        json!({"databynode": {node.to_string(): Value::Object(node_attribute_map(store, node, all))}})
+                    })
+                    .collect()
+            }))
+        }
+        (Operation::Update, "all" | "current") => {
+            let inputs = attribute_inputs(parameters, &[])?;
+            let nodes = nodes.to_vec();
+            commit(context, move |store, key| {
+                plan::set_node_attributes(store, key, &nodes, &inputs)
+            })
+            .await
+        }
+        (Operation::Create | Operation::Retrieve, "expression") => {
+            let Some(text) = parameters.get("expression").and_then(Value::as_str) else {
+                return Err(ApiError::bad_request("expression is required"));
+            };
+            let expression = ExpressionValue::parse(text)
+                .map_err(|reason| ApiError::bad_request(format!("invalid expression: {reason}")))?;
+            Ok(context.config.read(|store| {
+                nodes
+                    .iter()
+                    .map(|node| match store.evaluate_for_node(node, &expression) {
+                        Ok(value) => json!({"databynode": {node.to_string(): {"value": value}}}),
+                        Err(reason) => json!({"databynode": {node.to_string(): {"errorcode": 400, "error": reason}}}),
+                    })
+                    .collect()
+            }))
+        }
+        (Operation::Update, "rename") => {
+            let Some(text) = parameters.get("rename").and_then(Value::as_str) else {
+                return Err(ApiError::bad_request(
+                    "rename needs the new name (or an expression)",
+                ));
+            };
+            let mut renames = BTreeMap::new();
+            let expression = ExpressionValue::parse(text).map_err(|reason| {
+                ApiError::bad_request(format!("invalid name expression: {reason}"))
+            })?;
+            let is_expression = expression
+                .compiled
+                .as_ref()
+                .is_ok_and(|template| template.is_expression());
+            if !is_expression && nodes.len() > 1 {
+                return Err(ApiError::bad_request(
+                    "renaming several nodes needs an expression such as {node}-new",
+                ));
+            }
+            context.config.read(|store| -> Result<(), ApiError> {
+                for node in nodes {
+                    let new_name = if is_expression {
+                        store
+                            .evaluate_for_node(node, &expression)
+                            .map_err(|reason| ApiError::bad_request(format!("{node}: {reason}")))?
+                    } else {
+                        text.to_string()
+                    };
+                    renames.insert(node.to_string(), new_name);
+                }
+                Ok(())
+            })?;
+            let shown = renames.clone();
+            let mut messages =
+                commit(context, move |store, _| plan::rename_nodes(store, &renames)).await?;
+            messages.extend(
+                shown
+                    .iter()
+                    .map(|(old, new)| json!({"oldname": old, "newname": new})),
+            );
+            Ok(messages)
+        }
+        _ => Err(ApiError::new(
+            405,
+            "unsupported_operation",
+            format!(
+                "{} is not supported on attributes/{kind}",
+                operation.as_str()
+            ),
+        )),
+    }
+}
+
+async fn group_attributes(
+    context: &Context,
+    operation: Operation,
+    group: &str,
+    kind: &str,
+    parameters: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let group = require_group(context, group)?;
+    match (operation, kind) {
+        (Operation::Retrieve, "all" | "current") => {
+            let all = kind == "all";
+            Ok(context.config.read(|store| {
+                let mut map = Map::new();
+                if let Some(record) = store.group(&group) {
+                    let members: Vec<Value> = store
+                        .group_static_members(&group)
+                        .iter()
+                        .map(|node| Value::String(node.to_string()))
+                        .collect();
+                    map.insert("nodes".into(), Value::Array(members));
+                    if let Some(range) = &record.noderange {
+                        map.insert("noderange".into(), json!({"value": range.to_string()}));
+                    } else if all {
+                        map.insert("noderange".into(), json!({"value": null}));
+                    }
+                    let mut names: std::collections::BTreeSet<Arc<str>> =
+                        record.attributes.keys().cloned().collect();
+                    if all {
+                        names.extend(catalogue_names(false).map(Arc::from));
+                    }
+                    for name in names {
+                        if matches!(&*name, "nodes" | "noderange") {
+                            continue;
+                        }
+                        let value = match record.attributes.get(&name) {
+                            None => json!({"value": null}),
+                            Some(stored) => stored_json(stored),
+                        };
+                        map.insert(name.to_string(), value);
+                    }
+                }
+                vec![Value::Object(map)]
+            }))
+        }
+        (Operation::Update, "all" | "current") => {
+            let inputs = attribute_inputs(parameters, &[])?;
+            commit(context, move |store, key| {
+                plan::set_group_attributes(store, key, &group, &inputs)
+            })
+            .await
+        }
+        (Operation::Update, "rename") => {
+            let Some(new_name) = parameters.get("rename").and_then(Value::as_str) else {
+                return Err(ApiError::bad_request("rename needs the new group name"));
+            };
+            let new_name = new_name.to_string();
+            let shown = new_name.clone();
+            let mut messages = commit(context, move |store, _| {
+                plan::rename_group(store, &group, &new_name)
+            })
+            .await?;
+            messages.push(json!({"newname": shown}));
+            Ok(messages)
+        }
+        _ => Err(ApiError::new(
+            405,
+            "unsupported_operation",
+            format!(
+                "{} is not supported on attributes/{kind}",
+                operation.as_str()
+            ),
+        )),
+    }
+}
+
+fn stored_json(stored: &crate::config::model::Stored) -> Value {
+    use crate::config::model::Stored;
+    match stored {
+        Stored::Value(text) => json!({"value": text.to_string()}),
+        Stored::Expression(expression) => json!({"expression": expression.text.to_string()}),
+        Stored::Sealed(_) | Stored::Hashed { .. } => json!({"isset": true}),
+    }
+}

@@ -1,0 +1,135 @@
+//! `confluentd`: the daemon. Parses the command line, sets up logging, and hands over to
+//! [`confluent::daemon`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use confluent::config::EngineOptions;
+use confluent::daemon::{Daemon, DaemonOptions, StatePaths};
+use zeroize::Zeroizing;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "confluentd",
+    version,
+    about = "Confluent bare-metal provisioning daemon"
+)]
+struct Arguments {
+    /// Keep everything the daemon writes (configuration, keys, logs, run/api.sock) under DIR.
+    /// Default: ./confluent-state.
+    #[arg(long, value_name = "DIR", conflicts_with = "system")]
+    state_dir: Option<PathBuf>,
+    /// Use the system layout: /etc/confluent, /var/lib/confluent, /var/log/confluent,
+    /// /run/confluent (requires root).
+    #[arg(long)]
+    system: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), overridden by RUST_LOG.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// File holding the passphrase that protects the master key.
+    #[arg(long, value_name = "FILE")]
+    key_passphrase_file: Option<PathBuf>,
+    /// Snapshot the configuration after this many changes.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_every: u64,
+    /// Snapshot the configuration at least this often (seconds) when it changed.
+    #[arg(long, default_value_t = 300)]
+    snapshot_interval: u64,
+    /// Permission bits of run/api.sock, in octal (peers are still identified and authorized).
+    #[arg(long, default_value = "666", value_parser = parse_mode)]
+    socket_mode: u32,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("invalid octal mode '{text}'"))
+}
+
+fn init_logging(arguments: &Arguments) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&arguments.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match arguments.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let arguments = Arguments::parse();
+    init_logging(&arguments);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("confluentd")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "failed to start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(arguments)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "confluentd failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(arguments: Arguments) -> anyhow::Result<()> {
+    let paths = if arguments.system {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            anyhow::bail!("--system needs root (the system layout lives under /etc and /var)");
+        }
+        StatePaths::system()
+    } else {
+        let dir = arguments
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(confluent::daemon::paths::DEFAULT_STATE_DIR));
+        let dir = std::path::absolute(&dir)
+            .with_context(|| format!("invalid state directory {}", dir.display()))?;
+        StatePaths::under(&dir)
+    };
+    let passphrase = match &arguments.key_passphrase_file {
+        Some(file) => Some(Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("failed to read passphrase file {}", file.display()))?
+                .trim_end_matches('\n')
+                .as_bytes()
+                .to_vec(),
+        )),
+        None => None,
+    };
+    tracing::info!(version = confluent::VERSION, etc = %paths.etc.display(), run = %paths.run.display(), "confluentd starting");
+    let daemon = Daemon::start(DaemonOptions {
+        paths,
+        engine: EngineOptions {
+            passphrase,
+            snapshot_every: arguments.snapshot_every.max(1),
+        },
+        snapshot_interval: Duration::from_secs(arguments.snapshot_interval.max(1)),
+        socket_mode: arguments.socket_mode,
+    })
+    .await?;
+    tracing::info!("confluentd ready");
+    daemon.run_until_signalled().await
+}

@@ -1,0 +1,214 @@
+//! The composition root of `confluentd`: where state lives, start-up (pid lock, configuration,
+//! services), systemd readiness and watchdog, and graceful shutdown on SIGTERM/SIGINT.
+//!
+//! Only this module spawns long-lived tasks. Every network service plugs in through the
+//! [`Service`] seam: it binds in its constructor (failing start-up early), then runs under a
+//! cancellation token until the daemon shuts down.
+
+pub mod paths;
+pub mod pidlock;
+pub mod snapshotter;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::engine::{ConfigEngine, EngineOptions};
+
+pub use paths::StatePaths;
+
+/// A long-running part of the daemon (a listener, a periodic job).
+///
+/// Implementors bind their sockets in their constructor, so that a port conflict stops the
+/// daemon at start-up instead of later; `run` then serves until `shutdown` is cancelled and
+/// returns after finishing (or abandoning) in-flight work.
+pub trait Service: Send + 'static {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+}
+
+/// Everything the services share, passed explicitly.
+#[derive(Clone)]
+pub struct Context {
+    pub paths: Arc<StatePaths>,
+    pub config: Arc<ConfigEngine>,
+}
+
+/// Daemon settings decided by the command line.
+pub struct DaemonOptions {
+    pub paths: StatePaths,
+    pub engine: EngineOptions,
+    /// How often the snapshotter compacts the journal even when few changes arrive.
+    pub snapshot_interval: Duration,
+    /// Permission bits of `run/api.sock`.
+    pub socket_mode: u32,
+}
+
+/// A started daemon: configuration loaded, pid lock held, services running.
+pub struct Daemon {
+    pub context: Context,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    _pid_lock: pidlock::PidLock,
+}
+
+impl Daemon {
+    /// Start-up: create the state directories, take the pid lock, load the configuration,
+    /// bind and start the services.
+    pub async fn start(options: DaemonOptions) -> anyhow::Result<Daemon> {
+        let paths = options.paths;
+        paths
+            .create()
+            .context("failed to prepare the state directories")?;
+        let pid_lock = pidlock::PidLock::acquire(&paths.pid_file())
+            .context("failed to take the daemon pid lock")?;
+        raise_fd_limit();
+        let cfg_dir = paths.cfg_dir();
+        let key_file = paths.master_key_file();
+        let engine_options = options.engine;
+        let config = tokio::task::spawn_blocking(move || {
+            ConfigEngine::open(&cfg_dir, &key_file, engine_options)
+        })
+        .await
+        .context("configuration loader panicked")?
+        .context("failed to open the configuration")?;
+        let context = Context {
+            paths: Arc::new(paths),
+            config,
+        };
+        let api_socket = crate::api::socket::UnixSocketService::bind(
+            &context.paths.api_socket(),
+            options.socket_mode,
+            context.clone(),
+        )
+        .context("failed to start the api socket")?;
+        let services: Vec<Box<dyn Service>> = vec![
+            Box::new(snapshotter::Snapshotter::new(
+                context.config.clone(),
+                options.snapshot_interval,
+            )),
+            Box::new(api_socket),
+        ];
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        for service in services {
+            let name = service.name();
+            let token = shutdown.clone();
+            let on_failure = shutdown.clone();
+            tracker.spawn(async move {
+                tracing::debug!(service = name, "service started");
+                if let Err(error) = service.run(token).await {
+                    tracing::error!(
+                        service = name,
+                        error = format!("{error:#}"),
+                        "service failed; shutting down"
+                    );
+                    on_failure.cancel();
+                }
+            });
+        }
+        tracker.close();
+        Ok(Daemon {
+            context,
+            shutdown,
+            tracker,
+            _pid_lock: pid_lock,
+        })
+    }
+
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serve until SIGTERM/SIGINT (or a failed service), then shut down gracefully.
+    pub async fn run_until_signalled(self) -> anyhow::Result<()> {
+        notify_systemd_ready();
+        let watchdog = spawn_watchdog(self.shutdown.clone());
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("failed to install the SIGTERM handler")?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+            () = self.shutdown.cancelled() => tracing::info!("shutdown requested"),
+        }
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        self.stop().await
+    }
+
+    /// Stop every service, then flush the configuration to disk.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        self.shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(20), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("services did not stop within 20 s; flushing the configuration anyway");
+        }
+        let config = self.context.config.clone();
+        tokio::task::spawn_blocking(move || config.close())
+            .await
+            .context("configuration flush panicked")?;
+        tracing::info!("confluentd stopped");
+        Ok(())
+    }
+}
+
+fn notify_systemd_ready() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %error, "failed to notify systemd of readiness");
+        } else {
+            tracing::debug!("notified systemd: READY=1");
+        }
+    }
+}
+
+/// Ping the systemd watchdog at half its interval when the unit asks for one.
+fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2);
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }))
+}
+
+/// Raise the open-file limit to the hard limit: one daemon serves thousands of connections.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

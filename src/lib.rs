@@ -1,0 +1,18 @@
+//! Confluent: a bare-metal provisioning appliance in one daemon.
+//!
+//! Code map, in reading order:
+//! - [`config`]: the configuration engine (nodes, groups, attributes, noderange, expressions,
+//!   journal, secrets, watchers);
+//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API);
+//! - [`api`]: the one resource tree and its unix-socket transport;
+//! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
+//! - [`cli`]: the multi-call `confluent` command.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod proto;
+
+/// Version reported by the daemon and the CLI.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,3 @@
+//! Pure protocol codecs: no I/O, no tokio, never panic on bytes.
+
+pub mod tlv;

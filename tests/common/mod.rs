@@ -1,0 +1,93 @@
+//! Test harness: start a real `confluentd` on a temporary state directory and talk to it over
+//! its unix socket.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use confluent::cli::client::Client;
+
+pub struct DaemonProcess {
+    pub child: Child,
+    pub state_dir: PathBuf,
+}
+
+impl DaemonProcess {
+    pub fn start(state_dir: &Path) -> DaemonProcess {
+        Self::start_with(state_dir, &[])
+    }
+
+    pub fn start_with(state_dir: &Path, extra: &[&str]) -> DaemonProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_confluentd"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn confluentd");
+        let mut daemon = DaemonProcess {
+            child,
+            state_dir: state_dir.to_path_buf(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("run").join("api.sock")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("confluentd exited during start-up: {status}");
+            }
+            if Client::connect_to(&self.socket()).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "confluentd did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect_to(&self.socket()).expect("connect to confluentd")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill confluentd");
+        self.child.wait().expect("reap confluentd");
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "confluentd did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
