@@ -5,7 +5,8 @@
 //! - loading the configuration at start-up, and the resident memory of a daemon holding it;
 //! - journal throughput with durable group commit from 64 concurrent writers.
 //!
-//! Run: `cargo bench --bench config` (add `-- --quick` for a shorter criterion pass).
+//! Run: `cargo bench --bench config` (add `-- --quick` for a shorter criterion pass;
+//! `CONFLUENT_BENCH_SYSTEM=0` skips the system figures).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -214,7 +215,16 @@ fn system_figures() {
     let mut child = std::process::Command::new(binary)
         .arg("--state-dir")
         .arg(dir.path())
-        .args(["--log-level", "warn"])
+        .args([
+            "--log-level",
+            "warn",
+            "--http",
+            "off",
+            "--https",
+            "off",
+            "--tls-socket",
+            "off",
+        ])
         .spawn()
         .unwrap();
     let socket = dir.path().join("run/api.sock");
@@ -315,7 +325,8 @@ fn expansion(c: &mut Criterion) {
 criterion_group!(benches, expansion);
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--skip-system") {
+    // CONFLUENT_BENCH_SYSTEM=0 skips the slower system figures (start-up, memory, journal).
+    if std::env::var("CONFLUENT_BENCH_SYSTEM").as_deref() != Ok("0") {
         system_figures();
     }
     benches();

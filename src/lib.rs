@@ -12,6 +12,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod http;
+pub mod pki;
 pub mod proto;
 
 /// Version reported by the daemon and the CLI.

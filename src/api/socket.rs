@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -139,7 +139,7 @@ impl Service for UnixSocketService {
                 let token = shutdown.clone();
                 tracker.spawn(async move {
                     let _permit = permit;
-                    if let Err(error) = serve(stream, caller, context, token).await {
+                    if let Err(error) = serve(stream, Some(caller), context, token).await {
                         tracing::debug!(error = %error, "api socket connection ended with an error");
                     }
                 });
@@ -147,6 +147,84 @@ impl Service for UnixSocketService {
             tracker.close();
             let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
             let _ = std::fs::remove_file(&self.path);
+            Ok(())
+        })
+    }
+}
+
+/// The same protocol over TLS on TCP (default port 13001), for remote CLI use.
+pub struct TlsSocketService {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    context: Context,
+}
+
+impl TlsSocketService {
+    pub async fn bind(
+        address: std::net::SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        context: Context,
+    ) -> Result<Self, std::io::Error> {
+        Ok(TlsSocketService {
+            listener: TcpListener::bind(address).await?,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            context,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Service for TlsSocketService {
+    fn name(&self) -> &'static str {
+        "api-tls-socket"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin(async move {
+            let tracker = TaskTracker::new();
+            let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+            loop {
+                let permit = tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit?,
+                    () = shutdown.cancelled() => break,
+                };
+                let accepted = tokio::select! {
+                    accepted = self.listener.accept() => accepted,
+                    () = shutdown.cancelled() => break,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "accept on the TLS api socket failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = self.acceptor.clone();
+                let context = self.context.clone();
+                let token = shutdown.clone();
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    let stream = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        _ => {
+                            tracing::debug!(%peer, "TLS handshake on the api socket failed");
+                            return;
+                        }
+                    };
+                    if let Err(error) = serve(stream, None, context, token).await {
+                        tracing::debug!(%peer, error = %error, "TLS api connection ended with an error");
+                    }
+                });
+            }
+            tracker.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
             Ok(())
         })
     }
@@ -198,20 +276,31 @@ pub async fn write_json(
     Ok(())
 }
 
-async fn serve(
-    stream: UnixStream,
-    caller: Caller,
+/// Serve one connection of the TLV protocol. `caller` is the identity established by the
+/// transport (peer credentials); without one, the peer must log in first (for now only with the
+/// administrator token: `{"token": "..."}`).
+pub async fn serve<S>(
+    stream: S,
+    caller: Option<Caller>,
     context: Context,
     shutdown: CancellationToken,
-) -> Result<(), FrameError> {
-    let (mut reader, writer) = stream.into_split();
+) -> Result<(), FrameError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
     let mut writer = BufWriter::new(writer);
     writer
         .write_all(&tlv::encode(FrameType::Text, BANNER.as_bytes())?)
         .await?;
-    let trusted = matches!(caller, Caller::LocalTrusted { .. });
-    write_json(&mut writer, &json!({"authpassed": u8::from(trusted)})).await?;
+    let mut caller = caller.filter(|caller| !matches!(caller, Caller::LocalUser { .. }));
+    write_json(
+        &mut writer,
+        &json!({"authpassed": u8::from(caller.is_some())}),
+    )
+    .await?;
     writer.flush().await?;
+    let mut failed_logins = 0u32;
     loop {
         let frame = tokio::select! {
             frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader)) => match frame {
@@ -230,23 +319,31 @@ async fn serve(
             writer.flush().await?;
             continue;
         };
-        if !trusted {
-            // Credentials are not accepted yet: the authentication issue adds them.
-            write_json(
-                &mut writer,
-                &json!({"authpassed": 0, "errorcode": 401, "error": "this user is not authorized (password login is not available yet)"}),
-            )
-            .await?;
-            writer.flush().await?;
-            return Ok(());
-        }
-        let messages = match parse_request(&message) {
-            Ok(request) => {
-                let span = tracing::debug_span!("api", operation = request.operation.as_str(), path = %request.path);
-                let _entered = span.enter();
-                drop(_entered);
-                super::handle(&context, &caller, request).await
+        let Some(trusted) = caller.clone() else {
+            // Log-in phase.
+            let token = message.get("token").and_then(Value::as_str);
+            if let Some(token) = token
+                && context.admin_token.verify(token)
+            {
+                caller = Some(Caller::AdminToken);
+                write_json(&mut writer, &json!({"authpassed": 1})).await?;
+            } else {
+                failed_logins += 1;
+                write_json(
+                    &mut writer,
+                    &json!({"authpassed": 0, "errorcode": 401, "error": "authentication failed (user and password login arrives with the authentication issue; use the administrator token)"}),
+                )
+                .await?;
+                if failed_logins >= 3 {
+                    writer.flush().await?;
+                    return Ok(());
+                }
             }
+            writer.flush().await?;
+            continue;
+        };
+        let messages = match parse_request(&message) {
+            Ok(request) => super::handle(&context, &trusted, request).await,
             Err(error) => vec![json!({"errorcode": 400, "error": error})],
         };
         for message in &messages {

@@ -49,6 +49,28 @@ struct Arguments {
     /// Permission bits of run/api.sock, in octal (peers are still identified and authorized).
     #[arg(long, default_value = "666", value_parser = parse_mode)]
     socket_mode: u32,
+    /// Plain HTTP listener for the API ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:4005", value_parser = parse_listen)]
+    http: Listen,
+    /// HTTPS listener for the API ("off" to disable).
+    #[arg(long, default_value = "[::]:4443", value_parser = parse_listen)]
+    https: Listen,
+    /// TLS socket listener for remote CLI use ("off" to disable).
+    #[arg(long, default_value = "[::]:13001", value_parser = parse_listen)]
+    tls_socket: Listen,
+}
+
+/// A listen address, or `off`.
+#[derive(Clone, Copy)]
+struct Listen(Option<std::net::SocketAddr>);
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen(None));
+    }
+    text.parse()
+        .map(|address| Listen(Some(address)))
+        .map_err(|_| format!("invalid listen address '{text}' (want ADDRESS:PORT or off)"))
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -128,6 +150,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         },
         snapshot_interval: Duration::from_secs(arguments.snapshot_interval.max(1)),
         socket_mode: arguments.socket_mode,
+        http: arguments.http.0,
+        https: arguments.https.0,
+        tls_socket: arguments.tls_socket.0,
     })
     .await?;
     tracing::info!("confluentd ready");

@@ -1,5 +1,10 @@
 //! The client side of the socket API: connects to the daemon's unix socket (or the one named by
-//! `CONFLUENT_HOST`), checks the banner, and sends requests, collecting each one's messages.
+//! `CONFLUENT_HOST`), or over TLS to `CONFLUENT_HOST=host[:port]` (default port 13001), checks
+//! the banner, logs in when needed, and sends requests, collecting each one's messages.
+//!
+//! TLS trust, as Confluent's own client: the site CA in `~/.confluent/ca.pem` when present,
+//! otherwise trust on first use of the server certificate's fingerprint, remembered in
+//! `~/.confluent/knownhosts` as `<port>@<host> sha512$<hex>`; a changed fingerprint is refused.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -27,40 +32,84 @@ pub enum ClientError {
     Banner(String),
     #[error("not authorized by the server")]
     NotAuthorized,
+    #[error("TLS connection to {0} failed")]
+    Tls(String, #[source] std::io::Error),
     #[error(
-        "remote servers ({0}) need TLS, which this version cannot do yet; use a unix socket path"
+        "the certificate of {host} changed (known {known}, presented {presented}); remove its line from ~/.confluent/knownhosts if this is expected"
     )]
-    RemoteUnsupported(String),
+    FingerprintChanged {
+        host: String,
+        known: String,
+        presented: String,
+    },
 }
+
+/// A byte stream to the daemon (unix socket or TLS).
+pub trait Transport: Read + Write + Send {}
+impl<T: Read + Write + Send> Transport for T {}
 
 pub struct Client {
-    stream: UnixStream,
+    stream: Box<dyn Transport>,
 }
 
-/// The socket to use: `CONFLUENT_HOST` when it is a path, else the default state directory's
-/// socket when present, else the system one.
-pub fn default_socket() -> Result<PathBuf, ClientError> {
+/// Where the CLI connects.
+pub enum Target {
+    Unix(PathBuf),
+    Remote { host: String, port: u16 },
+}
+
+/// Parse `CONFLUENT_HOST`: a path, or `host`, `host:port`, `[v6]:port`.
+pub fn target_from(host: &str) -> Target {
+    if host.contains('/') {
+        return Target::Unix(PathBuf::from(host));
+    }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((address, port)) = rest.split_once(']')
+    {
+        let port = port
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(13001);
+        return Target::Remote {
+            host: address.to_string(),
+            port,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => Target::Remote {
+            host: name.to_string(),
+            port: port.parse().unwrap_or(13001),
+        },
+        _ => Target::Remote {
+            host: host.to_string(),
+            port: 13001,
+        },
+    }
+}
+
+/// Where to connect: `CONFLUENT_HOST` when set, else the default state directory's socket when
+/// present, else the system one.
+pub fn default_target() -> Target {
     if let Ok(host) = std::env::var("CONFLUENT_HOST")
         && !host.is_empty()
     {
-        if host.contains('/') {
-            return Ok(PathBuf::from(host));
-        }
-        return Err(ClientError::RemoteUnsupported(host));
+        return target_from(&host);
     }
     let local = PathBuf::from(crate::daemon::paths::DEFAULT_STATE_DIR)
         .join("run")
         .join("api.sock");
     if local.exists() {
-        return Ok(local);
+        return Target::Unix(local);
     }
-    Ok(crate::daemon::StatePaths::system().api_socket())
+    Target::Unix(crate::daemon::StatePaths::system().api_socket())
 }
 
 impl Client {
     pub fn connect() -> Result<Client, ClientError> {
-        let path = default_socket()?;
-        Client::connect_to(&path)
+        match default_target() {
+            Target::Unix(path) => Client::connect_to(&path),
+            Target::Remote { host, port } => Client::connect_remote(&host, port),
+        }
     }
 
     pub fn connect_to(path: &std::path::Path) -> Result<Client, ClientError> {
@@ -68,8 +117,75 @@ impl Client {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut client = Client { stream };
-        match client.read_frame()? {
+        let mut client = Client {
+            stream: Box::new(stream),
+        };
+        client.greet()?;
+        Ok(client)
+    }
+
+    /// Connect over TLS and log in (with `CONFLUENT_TOKEN`, or `CONFLUENT_USER` and
+    /// `CONFLUENT_PASSPHRASE`).
+    pub fn connect_remote(host: &str, port: u16) -> Result<Client, ClientError> {
+        let tcp = std::net::TcpStream::connect((host, port))
+            .map_err(|source| ClientError::Tls(format!("{host}:{port}"), source))?;
+        let config = super::trust::client_config(host, port).map_err(|error| {
+            ClientError::Tls(format!("{host}:{port}"), std::io::Error::other(error))
+        })?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|error| ClientError::Tls(host.to_string(), std::io::Error::other(error)))?;
+        let connection = rustls::ClientConnection::new(config.config, name)
+            .map_err(|error| ClientError::Tls(host.to_string(), std::io::Error::other(error)))?;
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        // Complete the handshake now, so that trust failures are reported as such.
+        while stream.conn.is_handshaking() {
+            if let Err(error) = stream.conn.complete_io(&mut stream.sock) {
+                if let Some(changed) = config.changed.lock().ok().and_then(|mut slot| slot.take()) {
+                    return Err(ClientError::FingerprintChanged {
+                        host: format!("{port}@{host}"),
+                        known: changed.0,
+                        presented: changed.1,
+                    });
+                }
+                return Err(ClientError::Tls(format!("{host}:{port}"), error));
+            }
+        }
+        let mut client = Client {
+            stream: Box::new(stream),
+        };
+        let authenticated = client.greet_allowing_login()?;
+        if !authenticated {
+            let login = if let Ok(token) = std::env::var("CONFLUENT_TOKEN") {
+                json!({"token": token})
+            } else {
+                json!({
+                    "username": std::env::var("CONFLUENT_USER").unwrap_or_default(),
+                    "password": std::env::var("CONFLUENT_PASSPHRASE").unwrap_or_default(),
+                })
+            };
+            let payload = serde_json::to_vec(&login)?;
+            client
+                .stream
+                .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
+            let reply = client.read_json()?;
+            if reply.get("authpassed").and_then(Value::as_u64) != Some(1) {
+                return Err(ClientError::NotAuthorized);
+            }
+        }
+        Ok(client)
+    }
+
+    fn greet(&mut self) -> Result<(), ClientError> {
+        if self.greet_allowing_login()? {
+            Ok(())
+        } else {
+            Err(ClientError::NotAuthorized)
+        }
+    }
+
+    /// Read the banner and `authpassed`; true when already authenticated.
+    fn greet_allowing_login(&mut self) -> Result<bool, ClientError> {
+        match self.read_frame()? {
             Some((FrameType::Text, banner)) if banner.starts_with(b"Confluent -- v") => {}
             other => {
                 let text = other
@@ -78,11 +194,8 @@ impl Client {
                 return Err(ClientError::Banner(text));
             }
         }
-        let auth = client.read_json()?;
-        if auth.get("authpassed").and_then(Value::as_u64) != Some(1) {
-            return Err(ClientError::NotAuthorized);
-        }
-        Ok(client)
+        let auth = self.read_json()?;
+        Ok(auth.get("authpassed").and_then(Value::as_u64) == Some(1))
     }
 
     fn read_frame(&mut self) -> Result<Option<(FrameType, Vec<u8>)>, ClientError> {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod dbutil;
 pub mod nodes;
 pub mod output;
+pub mod trust;
 
 use std::ffi::OsString;
 use std::path::Path;

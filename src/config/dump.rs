@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::model::{EVERYTHING, Op, Store, Stored, StoredWire};
-use super::noderange::natural_cmp;
+use super::noderange;
 use super::plan::Plan;
 use super::secrets::{MasterKey, MasterKeyError};
 
@@ -336,7 +336,7 @@ pub fn plan_restore(store: &Store, loaded: &Loaded, replace: bool) -> Result<Pla
     }
     let exists = |name: &str| !replace && store.name_in_use(name);
     let mut group_names: Vec<&String> = loaded.main.nodegroups.keys().collect();
-    group_names.sort_by(|a, b| natural_cmp(a, b));
+    noderange::sort_naturally(&mut group_names);
     for name in group_names {
         let Some(record) = loaded.main.nodegroups.get(name) else {
             continue;
@@ -363,7 +363,7 @@ pub fn plan_restore(store: &Store, loaded: &Loaded, replace: bool) -> Result<Pla
         }
     }
     let mut node_names: Vec<&String> = loaded.main.nodes.keys().collect();
-    node_names.sort_by(|a, b| natural_cmp(a, b));
+    noderange::sort_naturally(&mut node_names);
     for name in node_names {
         let Some(record) = loaded.main.nodes.get(name) else {
             continue;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::journal::{self, Journal, JournalError, JournalLoadError};
-use super::model::{Group, Node, Store, Stored};
+use super::model::{FastMap, Group, Node, Store, Stored};
 use super::plan::{ConfigChangeError, Plan};
 use super::secrets::{MasterKey, MasterKeyError};
 use super::watch::{ChangeRecorder, ChangeSet, WatchFilter, Watchers};
@@ -99,8 +99,8 @@ pub struct Receipt {
 struct SnapshotOut<'a> {
     format: u32,
     seq: u64,
-    nodes: &'a HashMap<Arc<str>, Arc<Node>>,
-    groups: &'a HashMap<Arc<str>, Arc<Group>>,
+    nodes: &'a FastMap<Arc<str>, Arc<Node>>,
+    groups: &'a FastMap<Arc<str>, Arc<Group>>,
     globals: &'a std::collections::BTreeMap<Arc<str>, serde_json::Value>,
 }
 

@@ -17,6 +17,11 @@ use super::expression::{ExpressionContext, Template};
 use super::noderange::{self, GroupMembers, Universe};
 use super::secrets::Sealed;
 
+/// Hash maps keyed by node and group names. foldhash (randomly seeded) instead of SipHash:
+/// hashing names is most of the cost of expanding a 100,000-node range.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// Name of the built-in group that every node belongs to.
 pub const EVERYTHING: &str = "everything";
 
@@ -315,15 +320,15 @@ pub enum ResolvedValue {
 /// The whole configuration of one tenant (the default tenant for now).
 #[derive(Debug, Clone, Default)]
 pub struct Store {
-    pub(crate) nodes: HashMap<Arc<str>, Arc<Node>>,
-    pub(crate) groups: HashMap<Arc<str>, Arc<Group>>,
+    pub(crate) nodes: FastMap<Arc<str>, Arc<Node>>,
+    pub(crate) groups: FastMap<Arc<str>, Arc<Group>>,
     /// Reverse index: group → static member nodes (derived from the nodes' group lists).
-    pub(crate) members: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    pub(crate) members: FastMap<Arc<str>, FastSet<Arc<str>>>,
     /// Alias → canonical node (derived from the nodes' `alias` attributes).
-    pub(crate) aliases: HashMap<Arc<str>, Arc<str>>,
+    pub(crate) aliases: FastMap<Arc<str>, Arc<str>>,
     pub(crate) globals: BTreeMap<Arc<str>, serde_json::Value>,
     /// Interned attribute names, so 100,000 nodes share one allocation per name.
-    names: HashSet<Arc<str>>,
+    names: FastSet<Arc<str>>,
 }
 
 /// Attribute that lists a node's alternate names.
@@ -1004,14 +1009,31 @@ impl Universe for Store {
             }
             return Ok(false);
         }
-        let canonical =
-            catalogue::canonical_name(attribute_pattern).map_err(|error| error.to_string())?;
+        // Names already in canonical form (the common case) skip the alias resolution.
+        let canonical: std::borrow::Cow<'_, str> = if node
+            .attributes
+            .contains_key(attribute_pattern)
+            || catalogue::spec(attribute_pattern).is_some_and(|spec| spec.name == attribute_pattern)
+        {
+            std::borrow::Cow::Borrowed(attribute_pattern)
+        } else {
+            std::borrow::Cow::Owned(
+                catalogue::canonical_name(attribute_pattern).map_err(|error| error.to_string())?,
+            )
+        };
         check_name(&canonical)?;
-        let mut stack = Vec::new();
         // A broken expression never matches a filter; it is not an error for the whole range.
-        match self.text_value(node_name, node, &canonical, &mut stack) {
-            Ok(Some(value)) => Ok(visit(&value)),
-            Ok(None) | Err(_) => Ok(false),
+        match self.effective_stored(node, &canonical) {
+            None => Ok(false),
+            Some((Stored::Value(text), _)) => Ok(visit(text)),
+            Some((Stored::Sealed(_) | Stored::Hashed { .. }, _)) => Ok(false),
+            Some((Stored::Expression(expression), _)) => {
+                let mut stack = Vec::new();
+                match self.evaluate(node_name, node, expression, &canonical, &mut stack) {
+                    Ok(value) => Ok(visit(&value)),
+                    Err(_) => Ok(false),
+                }
+            }
         }
     }
 }
@@ -1037,6 +1059,6 @@ pub fn join_list(items: &[Arc<str>]) -> String {
 }
 
 /// Sort names in natural order, computing each sort key once.
-pub fn sort_natural(names: &mut [Arc<str>]) {
-    names.sort_unstable_by(|a, b| noderange::natural_cmp(a, b));
+pub fn sort_natural(names: &mut Vec<Arc<str>>) {
+    noderange::sort_naturally(names);
 }

@@ -8,6 +8,7 @@
 pub mod paths;
 pub mod pidlock;
 pub mod snapshotter;
+pub mod token;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,8 @@ pub trait Service: Send + 'static {
 pub struct Context {
     pub paths: Arc<StatePaths>,
     pub config: Arc<ConfigEngine>,
+    pub admin_token: Arc<token::AdminToken>,
+    pub site_ca: Arc<crate::pki::SiteCa>,
 }
 
 /// Daemon settings decided by the command line.
@@ -51,6 +54,12 @@ pub struct DaemonOptions {
     pub snapshot_interval: Duration,
     /// Permission bits of `run/api.sock`.
     pub socket_mode: u32,
+    /// Plain HTTP listener (`None`: off).
+    pub http: Option<std::net::SocketAddr>,
+    /// HTTPS listener.
+    pub https: Option<std::net::SocketAddr>,
+    /// TLS socket API listener (TLV protocol, default port 13001).
+    pub tls_socket: Option<std::net::SocketAddr>,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -81,9 +90,18 @@ impl Daemon {
         .await
         .context("configuration loader panicked")?
         .context("failed to open the configuration")?;
+        let admin_token = token::AdminToken::load_or_create(&paths.etc.join("keys/admin.token"))
+            .context("failed to prepare the administrator token")?;
+        let site_ca = crate::pki::SiteCa::load_or_create(
+            &paths.etc.join("tls"),
+            &paths.lib.join("public/site/tls/ca.pem"),
+        )
+        .context("failed to prepare the site certificate authority")?;
         let context = Context {
             paths: Arc::new(paths),
             config,
+            admin_token: Arc::new(admin_token),
+            site_ca: Arc::new(site_ca),
         };
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
@@ -91,13 +109,47 @@ impl Daemon {
             context.clone(),
         )
         .context("failed to start the api socket")?;
-        let services: Vec<Box<dyn Service>> = vec![
+        let mut services: Vec<Box<dyn Service>> = vec![
             Box::new(snapshotter::Snapshotter::new(
                 context.config.clone(),
                 options.snapshot_interval,
             )),
             Box::new(api_socket),
         ];
+        let mut listeners = serde_json::Map::new();
+        if let Some(address) = options.http {
+            let service = crate::http::HttpService::bind(address, None, context.clone())
+                .await
+                .context("failed to start the HTTP listener")?;
+            listeners.insert("http".into(), service.local_addr()?.to_string().into());
+            services.push(Box::new(service));
+        }
+        if let Some(address) = options.https {
+            let tls = context.site_ca.server_config(true)?;
+            let service = crate::http::HttpService::bind(address, Some(tls), context.clone())
+                .await
+                .context("failed to start the HTTPS listener")?;
+            listeners.insert("https".into(), service.local_addr()?.to_string().into());
+            services.push(Box::new(service));
+        }
+        if let Some(address) = options.tls_socket {
+            let tls = context.site_ca.server_config(false)?;
+            let service = crate::api::socket::TlsSocketService::bind(address, tls, context.clone())
+                .await
+                .with_context(|| format!("failed to listen on {address} for the TLS api socket"))?;
+            listeners.insert(
+                "tls_socket".into(),
+                service.local_addr()?.to_string().into(),
+            );
+            services.push(Box::new(service));
+        }
+        // Where each listener ended up (port 0 picks a free port): for tests and tools.
+        let listeners_file = context.paths.run.join("listeners.json");
+        std::fs::write(
+            &listeners_file,
+            serde_json::Value::Object(listeners).to_string(),
+        )
+        .with_context(|| format!("failed to write {}", listeners_file.display()))?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         for service in services {

@@ -23,6 +23,14 @@ impl DaemonProcess {
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--log-level", "warn"])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--https",
+                "127.0.0.1:0",
+                "--tls-socket",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -39,6 +47,28 @@ impl DaemonProcess {
 
     pub fn socket(&self) -> PathBuf {
         self.state_dir.join("run").join("api.sock")
+    }
+
+    /// Where a listener ended up (`http`, `https`, `tls_socket`).
+    pub fn listener(&self, name: &str) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(self.state_dir.join("run/listeners.json"))
+            .expect("listeners.json");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("listeners.json is JSON");
+        value[name]
+            .as_str()
+            .expect("listener present")
+            .parse()
+            .expect("address")
+    }
+
+    /// The administrator token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("etc/keys/admin.token")).expect("admin token")
+    }
+
+    /// The published site CA certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.state_dir.join("lib/public/site/tls/ca.pem")
     }
 
     fn wait_ready(&mut self) {

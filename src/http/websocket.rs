@@ -1,0 +1,204 @@
+//! The WebSocket at `/sessions/current/async` (reference 1.7, protocol `confluent.asyncweb`).
+//! For now it carries change notifications: the client subscribes to attributes of a noderange
+//! and receives the new values after each commit that changes them. Consoles and event
+//! subscriptions will be multiplexed on the same socket by later issues.
+//!
+//! Frames: the server first sends ` ASYNCID: <id>`; `?` is answered with `?`; the client sends
+//! `!{"operation": "watch", "noderange": "n1-n4", "attributes": ["location.*"]}` and gets
+//! `!{"watching": {"nodes": N, "attributes": [...]}}`, then
+//! `!{"changes": {"seq": S, "databynode": {node: {attribute: value-object}}, "deleted": [...],
+//! "renamed": [[old, new]]}}` for every matching commit. A new `watch` replaces the previous one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::http_caller;
+use crate::api::ApiError;
+use crate::api::resources::resolved_json;
+use crate::config::watch::{ChangeSet, WatchFilter};
+use crate::daemon::Context;
+
+/// Interval between server pings.
+const HEARTBEAT: Duration = Duration::from_secs(25);
+
+pub async fn upgrade(
+    State(context): State<Context>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if http_caller(&context, &headers).is_none() {
+        let error = ApiError::new(401, "unauthenticated", "authentication required");
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(error.to_json()),
+        )
+            .into_response();
+    }
+    upgrade
+        .protocols(["confluent.asyncweb"])
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| session(socket, context))
+}
+
+async fn send(socket: &mut WebSocket, value: &Value) -> bool {
+    socket
+        .send(Message::Text(format!("!{value}").into()))
+        .await
+        .is_ok()
+}
+
+async fn next_change(
+    receiver: &mut Option<UnboundedReceiver<Arc<ChangeSet>>>,
+) -> Option<Arc<ChangeSet>> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn watch(context: &Context, request: &Value) -> Result<(WatchFilter, Value), ApiError> {
+    let range = request
+        .get("noderange")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("watch needs a noderange"))?;
+    let attributes: Vec<String> = match request.get("attributes") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(text)) => text.split(',').map(str::to_string).collect(),
+        _ => vec!["*".to_string()],
+    };
+    let nodes = context
+        .config
+        .read(|store| store.expand(range))
+        .map_err(|error| ApiError::bad_request(format!("invalid noderange {range}: {error}")))?;
+    let count = nodes.len();
+    let filter = WatchFilter {
+        nodes: Some(nodes.into_iter().collect::<HashSet<_>>()),
+        attributes: attributes.clone(),
+        collection: true,
+    };
+    Ok((
+        filter,
+        json!({"watching": {"nodes": count, "attributes": attributes}}),
+    ))
+}
+
+fn describe(context: &Context, changes: &ChangeSet) -> Value {
+    let by_node: Map<String, Value> = context.config.read(|store| {
+        changes
+            .node_attributes
+            .iter()
+            .map(|(node, attributes)| {
+                let values: Map<String, Value> = attributes
+                    .iter()
+                    .filter(|name| &***name != "*")
+                    .map(|name| {
+                        let value = store
+                            .resolve(node, name)
+                            .map(|resolved| resolved_json(&resolved))
+                            .unwrap_or(Value::Null);
+                        (name.to_string(), value)
+                    })
+                    .collect();
+                (node.to_string(), Value::Object(values))
+            })
+            .collect()
+    });
+    json!({"changes": {
+        "seq": changes.seq,
+        "databynode": by_node,
+        "created": changes.nodes_created.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "deleted": changes.nodes_deleted.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "renamed": changes.nodes_renamed.iter().map(|(a, b)| vec![a.to_string(), b.to_string()]).collect::<Vec<_>>(),
+    }})
+}
+
+async fn session(mut socket: WebSocket, context: Context) {
+    let id: u64 = rand::random();
+    if socket
+        .send(Message::Text(format!(" ASYNCID: {id:016x}").into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut receiver: Option<UnboundedReceiver<Arc<ChangeSet>>> = None;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            message = socket.recv() => {
+                let Some(Ok(message)) = message else { return };
+                let text = match message {
+                    Message::Text(text) => text.to_string(),
+                    Message::Close(_) => return,
+                    _ => continue,
+                };
+                if text == "?" {
+                    if socket.send(Message::Text("?".into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let Some(body) = text.strip_prefix('!') else {
+                    if !send(&mut socket, &json!({"error": "expected '?' or '!<json>'"})).await {
+                        return;
+                    }
+                    continue;
+                };
+                let request: Value = match serde_json::from_str(body) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        if !send(&mut socket, &json!({"error": format!("invalid JSON: {error}")})).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let operation = request.get("operation").and_then(Value::as_str).unwrap_or_default();
+                let reply = match operation {
+                    "watch" => match watch(&context, &request) {
+                        Ok((filter, reply)) => {
+                            receiver = Some(context.config.watch(filter));
+                            reply
+                        }
+                        Err(error) => error.to_json(),
+                    },
+                    "unwatch" => {
+                        receiver = None;
+                        json!({"watching": null})
+                    }
+                    other => json!({"errorcode": 400, "error": format!("unsupported operation '{other}' on this socket")}),
+                };
+                if !send(&mut socket, &reply).await {
+                    return;
+                }
+            }
+            change = next_change(&mut receiver) => {
+                let Some(change) = change else {
+                    receiver = None;
+                    continue;
+                };
+                if !send(&mut socket, &describe(&context, &change)).await {
+                    return;
+                }
+            }
+            _ = heartbeat.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
