@@ -354,7 +354,8 @@ where
     }
 }
 
-fn parse_request(message: &Value) -> Result<Request, String> {
+/// Parse a request frame `{operation, path, parameters}`.
+pub fn parse_request(message: &Value) -> Result<Request, String> {
     let operation = message
         .get("operation")
         .and_then(Value::as_str)
