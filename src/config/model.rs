@@ -968,6 +968,39 @@ impl Universe for Store {
         }
     }
 
+    fn filter_nodes(
+        &self,
+        attribute_pattern: &str,
+        accepts: &dyn Fn(&str) -> bool,
+        select: &mut dyn FnMut(&Arc<str>),
+    ) -> Result<(), String> {
+        if catalogue::is_wildcard(attribute_pattern) {
+            return filter_nodes_slowly(self, attribute_pattern, accepts, select);
+        }
+        // Resolve the name once, then walk the nodes in one pass.
+        let canonical =
+            catalogue::canonical_name(attribute_pattern).map_err(|error| error.to_string())?;
+        if catalogue::sensitivity(&canonical) != Sensitivity::Plain {
+            return Err(format!("{canonical} is protected and cannot be used in a filter"));
+        }
+        for (name, node) in &self.nodes {
+            let matched = match self.effective_stored(node, &canonical) {
+                None => accepts(""),
+                Some((Stored::Value(text), _)) => accepts(text),
+                Some((Stored::Expression(expression), _)) => {
+                    let mut stack = Vec::new();
+                    self.evaluate(name, node, expression, &canonical, &mut stack)
+                        .is_ok_and(|value| accepts(&value))
+                }
+                Some((Stored::Sealed(_) | Stored::Hashed { .. }, _)) => false,
+            };
+            if matched {
+                select(name);
+            }
+        }
+        Ok(())
+    }
+
     fn attribute_matches(
         &self,
         node_name: &str,
@@ -1036,6 +1069,26 @@ impl Universe for Store {
             }
         }
     }
+}
+
+/// The trait's generic filter, for wildcard attribute names.
+fn filter_nodes_slowly(
+    store: &Store,
+    attribute_pattern: &str,
+    accepts: &dyn Fn(&str) -> bool,
+    select: &mut dyn FnMut(&Arc<str>),
+) -> Result<(), String> {
+    for name in store.nodes.keys() {
+        let mut visited = false;
+        let matched = store.attribute_matches(name, attribute_pattern, &mut |value| {
+            visited = true;
+            accepts(value)
+        })?;
+        if matched || (!visited && accepts("")) {
+            select(name);
+        }
+    }
+    Ok(())
 }
 
 /// Split a comma-separated list, trimming blanks.

@@ -256,6 +256,41 @@ pub trait Universe {
     fn is_verbatim(&self) -> bool {
         false
     }
+
+    /// Calls `select` for every node of the whole configuration whose attribute(s) matching
+    /// `attribute_pattern` satisfy `accepts` (an unset attribute is tested as ""). The default
+    /// goes through [`Universe::for_each_node`] and [`Universe::attribute_matches`]; a universe
+    /// holding 100,000 nodes overrides it to resolve the attribute name once and walk its nodes
+    /// in one pass.
+    fn filter_nodes(
+        &self,
+        attribute_pattern: &str,
+        accepts: &dyn Fn(&str) -> bool,
+        select: &mut dyn FnMut(&Arc<str>),
+    ) -> Result<(), String> {
+        let mut failure = None;
+        self.for_each_node(&mut |node| {
+            if failure.is_some() {
+                return;
+            }
+            let mut visited = false;
+            match self.attribute_matches(node, attribute_pattern, &mut |value| {
+                visited = true;
+                accepts(value)
+            }) {
+                Ok(matched) => {
+                    if matched || (!visited && accepts("")) {
+                        select(node);
+                    }
+                }
+                Err(reason) => failure = Some(reason),
+            }
+        });
+        match failure {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The members of one group as the universe knows them.
@@ -1691,22 +1726,14 @@ impl<'u> Evaluation<'u> {
                 })?;
             }
             None => {
-                let mut failure = None;
-                universe.for_each_node(&mut |node| {
-                    if failure.is_some() {
-                        return;
-                    }
-                    match accepts(node) {
-                        Ok(true) => {
-                            out.insert(node.clone());
-                        }
-                        Ok(false) => {}
-                        Err(error) => failure = Some(error),
-                    }
-                });
-                if let Some(error) = failure {
-                    return Err(error);
-                }
+                universe
+                    .filter_nodes(&filter.attribute, &|value| filter.test.accepts(value), &mut |node| {
+                        out.insert(node.clone());
+                    })
+                    .map_err(|reason| NoderangeError::BadAttributeFilter {
+                        token: atom.text.clone(),
+                        reason,
+                    })?;
             }
         }
         Ok(())
