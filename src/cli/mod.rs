@@ -4,6 +4,8 @@
 //! non-zero exit on failure) are shared in [`output`].
 
 pub mod client;
+pub mod collate;
+pub mod confetty;
 pub mod dbutil;
 pub mod nodes;
 pub mod output;
@@ -14,6 +16,8 @@ use std::path::Path;
 
 /// Every command name the multi-call binary answers to (and that `install-links` creates).
 pub const COMMANDS: &[&str] = &[
+    "collate",
+    "confetty",
     "confluentdbutil",
     "nodeattrib",
     "nodedefine",
@@ -63,6 +67,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         "noderename" => nodes::rename(&tail, false),
         "nodegrouprename" => nodes::rename(&tail, true),
         "confluentdbutil" | "dbutil" => dbutil::main(rest),
+        "collate" => collate::main(rest),
+        "confetty" => confetty::main(rest),
         "version" | "--version" | "-V" => {
             println!("confluent {}", crate::VERSION);
             0
