@@ -8,119 +8,23 @@
 //! Run: `cargo bench --bench config` (add `-- --quick` for a shorter criterion pass;
 //! `CONFLUENT_BENCH_SYSTEM=0` skips the system figures).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confluent::config::engine::{ConfigEngine, EngineOptions};
-use confluent::config::model::{ExpressionValue, Op, Store, Stored};
+use confluent::config::model::Store;
 use confluent::config::plan::{self, AttributeInput};
 use criterion::{Criterion, criterion_group};
 
+#[path = "support/cluster.rs"]
+mod cluster;
+use cluster::{cluster_ops, prepare_state, rss_kib};
+
 const NODES: usize = 100_000;
-const RACKS: usize = 1_000;
-
-fn value(text: &str) -> Stored {
-    Stored::Value(Arc::from(text))
-}
-
-fn expression(text: &str) -> Stored {
-    Stored::Expression(Arc::new(
-        ExpressionValue::parse(text).expect("valid expression"),
-    ))
-}
-
-/// The ops that build the benchmark cluster.
-fn cluster_ops() -> Vec<Op> {
-    let mut ops = Vec::with_capacity(NODES * 10);
-    let compute: Arc<str> = Arc::from("compute");
-    ops.push(Op::GroupCreate {
-        group: compute.clone(),
-    });
-    let group_values = [
-        ("hardwaremanagement.method", value("ipmi")),
-        ("console.method", value("ipmi")),
-        ("console.logging", value("full")),
-        ("dns.domain", value("cluster.local")),
-        ("ntp.servers", value("10.0.0.1")),
-        ("deployment.useinsecureprotocols", value("firmware")),
-        ("hardwaremanagement.manager", expression("{node}-bmc")),
-        (
-            "net.mgt.ipv4_address",
-            expression("172.16.{(n1-1)/250}.{(n1-1)%250+1}/16"),
-        ),
-        ("location.u", expression("{(n1-1)%42+1}")),
-        ("id.serial", expression("SN{n1:06d}")),
-        ("net.mgt.hostname", expression("{node}.mgt")),
-    ];
-    for (attribute, stored) in group_values {
-        ops.push(Op::GroupSet {
-            group: compute.clone(),
-            attribute: Arc::from(attribute),
-            stored,
-        });
-    }
-    for rack in 1..=RACKS {
-        let group: Arc<str> = Arc::from(format!("rack{rack}"));
-        ops.push(Op::GroupCreate {
-            group: group.clone(),
-        });
-        ops.push(Op::GroupSet {
-            group: group.clone(),
-            attribute: Arc::from("location.rack"),
-            stored: value(&rack.to_string()),
-        });
-        ops.push(Op::GroupSet {
-            group,
-            attribute: Arc::from("location.row"),
-            stored: value(&(rack / 10).to_string()),
-        });
-    }
-    for index in 1..=NODES {
-        let node: Arc<str> = Arc::from(format!("n{index}"));
-        let rack = (index - 1) / 100 + 1;
-        ops.push(Op::NodeCreate { node: node.clone() });
-        ops.push(Op::NodeSetGroups {
-            node: node.clone(),
-            groups: vec![Arc::from(format!("rack{rack}")), compute.clone()],
-        });
-        let mac = format!(
-            "52:54:00:{:02x}:{:02x}:{:02x}",
-            index >> 16 & 0xff,
-            index >> 8 & 0xff,
-            index & 0xff
-        );
-        let direct = [
-            ("net.mgt.hwaddr", mac),
-            ("id.uuid", format!("00000000-0000-4000-8000-{index:012x}")),
-            ("location.room", "hall-a".to_string()),
-            ("info.note", format!("node number {index}")),
-            ("custom.asset", format!("A{index:07}")),
-            ("custom.owner", "hpc".to_string()),
-            (
-                "net.data.ipv4_address",
-                format!(
-                    "10.{}.{}.{}/8",
-                    index >> 16 & 0xff,
-                    index >> 8 & 0xff,
-                    index & 0xff
-                ),
-            ),
-        ];
-        for (attribute, text) in direct {
-            ops.push(Op::NodeSet {
-                node: node.clone(),
-                attribute: Arc::from(attribute),
-                stored: value(&text),
-            });
-        }
-    }
-    ops
-}
 
 fn build_store() -> Store {
     let mut store = Store::new();
-    for op in cluster_ops() {
+    for op in cluster_ops(NODES) {
         store.apply(&op);
     }
     store
@@ -141,44 +45,11 @@ fn resolve_all(store: &Store, first: usize, count: usize) -> usize {
     resolved
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Write the cluster into a state directory as the daemon would (journal + snapshot).
-fn prepare_state(dir: &Path) {
-    let engine = ConfigEngine::open(
-        &dir.join("etc/cfg"),
-        &dir.join("etc/keys/master.key"),
-        EngineOptions::default(),
-    )
-    .unwrap();
-    let ops = cluster_ops();
-    for chunk in ops.chunks(50_000) {
-        let chunk = chunk.to_vec();
-        engine
-            .commit_blocking(move |_, _| {
-                Ok(plan::Plan {
-                    ops: chunk,
-                    warnings: Vec::new(),
-                })
-            })
-            .unwrap();
-    }
-    engine.close();
-}
-
 fn system_figures() {
     println!("== system figures (targets from issue 2)");
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    prepare_state(dir.path());
+    prepare_state(dir.path(), NODES);
     println!(
         "generate + journal + snapshot of the cluster: {:.2} s",
         started.elapsed().as_secs_f64()

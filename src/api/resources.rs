@@ -394,24 +394,71 @@ fn catalogue_names(for_node: bool) -> impl Iterator<Item = &'static str> {
     })
 }
 
-fn node_attribute_map(store: &Store, node: &str, all: bool) -> Map<String, Value> {
+/// Requested attribute names (`attributes` parameter: a list or comma string; wildcards and
+/// aliases allowed). `None` when the request does not narrow the answer.
+fn requested_attributes(parameters: &Value) -> Result<Option<Vec<String>>, ApiError> {
+    let names: Vec<String> = match parameters.get("attributes") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text.split(',').map(|name| name.trim().to_string()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(_) => return Err(ApiError::bad_request("attributes must be a list or a comma-separated string")),
+    };
+    let mut resolved = Vec::with_capacity(names.len());
+    for name in names.into_iter().filter(|name| !name.is_empty()) {
+        if catalogue::is_wildcard(&name) {
+            resolved.push(name);
+        } else {
+            resolved.push(
+                catalogue::canonical_name(&name)
+                    .map_err(|error| ApiError::bad_request(error.to_string()))?,
+            );
+        }
+    }
+    Ok(Some(resolved))
+}
+
+fn node_attribute_map(
+    store: &Store,
+    node: &str,
+    all: bool,
+    requested: Option<&[String]>,
+) -> Map<String, Value> {
     let mut map = Map::new();
     let Some(record) = store.node(node) else {
         return map;
     };
-    let mut names: std::collections::BTreeSet<Arc<str>> = store.effective_attribute_names(record);
-    if all {
-        names.extend(catalogue_names(true).map(Arc::from));
+    let mut names: std::collections::BTreeSet<Arc<str>> = match requested {
+        Some(requested) if requested.iter().all(|name| !catalogue::is_wildcard(name)) => {
+            requested.iter().map(|name| Arc::from(name.as_str())).collect()
+        }
+        _ => {
+            let mut names = store.effective_attribute_names(record);
+            if all {
+                names.extend(catalogue_names(true).map(Arc::from));
+            }
+            names.insert(Arc::from("groups"));
+            if let Some(requested) = requested {
+                names.retain(|name| {
+                    requested
+                        .iter()
+                        .any(|pattern| catalogue::wildcard_match(pattern, name))
+                });
+            }
+            names
+        }
+    };
+    if requested.is_none() {
+        names.insert(Arc::from("groups"));
     }
-    map.insert(
-        "groups".into(),
-        resolved_json(&store.resolve_in(node, record, "groups")),
-    );
     for name in names {
-        if &*name == "groups" {
+        let resolved = store.resolve_in(node, record, &name);
+        if !all && resolved.value == ResolvedValue::Unset {
             continue;
         }
-        let resolved = store.resolve_in(node, record, &name);
         map.insert(name.to_string(), resolved_json(&resolved));
     }
     map
@@ -427,11 +474,12 @@ async fn node_attributes(
     match (operation, kind) {
         (Operation::Retrieve, "all" | "current") => {
             let all = kind == "all";
+            let requested = requested_attributes(parameters)?;
             Ok(context.config.read(|store| {
                 nodes
                     .iter()
                     .map(|node| {
-                        json!({"databynode": {node.to_string(): Value::Object(node_attribute_map(store, node, all))}})
+                        json!({"databynode": {node.to_string(): Value::Object(node_attribute_map(store, node, all, requested.as_deref()))}})
                     })
                     .collect()
             }))

@@ -65,8 +65,8 @@ fn parse(args: &[String], with_value: &[&str]) -> Result<Parsed, String> {
 
 /// Print every error message of a response; returns the non-error messages.
 fn report(printer: &mut Printer, messages: Vec<Value>) -> Vec<Value> {
-    let mut rest = Vec::new();
-    for message in messages {
+    let mut rest = Vec::with_capacity(messages.len());
+    for mut message in messages {
         if let Some(error) = message.get("error").and_then(Value::as_str) {
             printer.error(None, error);
             continue;
@@ -75,19 +75,17 @@ fn report(printer: &mut Printer, messages: Vec<Value>) -> Vec<Value> {
             eprintln!("Warning: {warning}");
             continue;
         }
-        if let Some(Value::Object(by_node)) = message.get("databynode") {
-            let mut kept = Map::new();
-            for (node, data) in by_node {
-                if let Some(error) = data.get("error").and_then(Value::as_str) {
+        if let Some(Value::Object(by_node)) = message.get_mut("databynode") {
+            by_node.retain(|node, data| match data.get("error").and_then(Value::as_str) {
+                Some(error) => {
                     printer.error(Some(node), error);
-                } else {
-                    kept.insert(node.clone(), data.clone());
+                    false
                 }
+                None => true,
+            });
+            if by_node.is_empty() {
+                continue;
             }
-            if !kept.is_empty() {
-                rest.push(json!({"databynode": kept}));
-            }
-            continue;
         }
         rest.push(message);
     }
@@ -174,19 +172,45 @@ pub fn format_value(value: &Value, blame: bool) -> String {
     text
 }
 
+/// The attribute names a user asked for (wildcards and aliases allowed), resolved once.
+struct Wanted {
+    exact: std::collections::HashSet<String>,
+    patterns: Vec<String>,
+}
+
+impl Wanted {
+    fn new(requested: &[String]) -> Wanted {
+        let mut exact = std::collections::HashSet::new();
+        let mut patterns = Vec::new();
+        for name in requested {
+            if catalogue::is_wildcard(name) {
+                patterns.push(name.clone());
+            } else {
+                if let Ok(canonical) = catalogue::canonical_name(name) {
+                    exact.insert(canonical);
+                }
+                exact.insert(name.clone());
+            }
+        }
+        Wanted { exact, patterns }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.exact.contains(name)
+            || self
+                .patterns
+                .iter()
+                .any(|pattern| catalogue::wildcard_match(pattern, name))
+    }
+}
+
 /// Does attribute `name` match one of the requested names (wildcards and aliases allowed)?
 fn wanted(requested: &[String], name: &str) -> bool {
-    requested.iter().any(|pattern| {
-        if catalogue::is_wildcard(pattern) {
-            catalogue::wildcard_match(pattern, name)
-        } else {
-            catalogue::canonical_name(pattern).is_ok_and(|canonical| canonical == name)
-                || pattern == name
-        }
-    })
+    Wanted::new(requested).matches(name)
 }
 
 fn print_attributes(printer: &mut Printer, messages: &[Value], requested: &[String], blame: bool) {
+    let wanted = Wanted::new(requested);
     for message in messages {
         let Some(Value::Object(by_node)) = message.get("databynode") else {
             continue;
@@ -196,7 +220,7 @@ fn print_attributes(printer: &mut Printer, messages: &[Value], requested: &[Stri
                 continue;
             };
             for (name, value) in attributes {
-                if !requested.is_empty() && !wanted(requested, name) {
+                if !requested.is_empty() && !wanted.matches(name) {
                     continue;
                 }
                 printer.line(&format!("{node}: {name}: {}", format_value(value, blame)));
@@ -359,12 +383,18 @@ pub fn attrib(args: &[String], group: bool) -> i32 {
         return printer.status();
     }
     let kind = if rest.is_empty() { "current" } else { "all" };
+    // Nodes: the daemon narrows the answer to the requested attributes.
+    let narrowing = if group || rest.is_empty() {
+        json!({})
+    } else {
+        json!({ "attributes": rest })
+    };
     let Some(messages) = request(
         &mut printer,
         &mut client,
         "retrieve",
         &format!("{base}/{kind}"),
-        json!({}),
+        narrowing,
     ) else {
         return printer.status().max(1);
     };

@@ -3,20 +3,37 @@
 
 use std::io::Write;
 
-/// Collects the exit status while printing results.
-#[derive(Default)]
+/// Collects the exit status while printing results. Output is buffered (a 10,000-node answer
+/// is 200,000 lines) and flushed before errors are printed and when the printer is dropped, so
+/// stdout and stderr keep their relative order.
 pub struct Printer {
     failed: bool,
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Default for Printer {
+    fn default() -> Printer {
+        Printer {
+            failed: false,
+            out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        }
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        let _ = self.out.flush();
+    }
 }
 
 impl Printer {
     pub fn line(&mut self, text: &str) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{text}");
+        let _ = writeln!(self.out, "{text}");
     }
 
     pub fn error(&mut self, subject: Option<&str>, text: &str) {
         self.failed = true;
+        let _ = self.out.flush();
         match subject {
             Some(subject) => eprintln!("{subject}: Error: {text}"),
             None => eprintln!("Error: {text}"),
