@@ -48,18 +48,33 @@ fn main() {
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_confluentd"))
         .arg("--state-dir")
         .arg(dir.path())
-        .args(["--log-level", "warn", "--http", "off", "--https", "off", "--tls-socket", "off"])
+        .args([
+            "--log-level",
+            "warn",
+            "--http",
+            "off",
+            "--https",
+            "off",
+            "--tls-socket",
+            "off",
+        ])
         .spawn()
         .unwrap();
     let socket = dir.path().join("run/api.sock");
     let started = Instant::now();
     while confluent::cli::client::Client::connect_to(&socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "daemon did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(300));
     let at_start = cluster::rss_kib(daemon.id());
-    println!("daemon resident memory right after start-up with {NODES} nodes: {:.1} MB", at_start as f64 / 1024.0);
+    println!(
+        "daemon resident memory right after start-up with {NODES} nodes: {:.1} MB",
+        at_start as f64 / 1024.0
+    );
     let cli = env!("CARGO_BIN_EXE_confluent");
     let range = format!("n1-n{NODES}");
 
@@ -75,10 +90,18 @@ fn main() {
             .output()
             .unwrap();
         reads.push(started.elapsed());
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         lines = output.stdout.iter().filter(|byte| **byte == b'\n').count();
     }
-    assert_eq!(lines, NODES * ATTRIBUTES.len(), "every attribute of every node printed");
+    assert_eq!(
+        lines,
+        NODES * ATTRIBUTES.len(),
+        "every attribute of every node printed"
+    );
     println!(
         "unix socket: nodeattrib {range} with {} attributes ({lines} lines): median {:.0} ms (target < 300 ms)",
         ATTRIBUTES.len(),
@@ -96,7 +119,11 @@ fn main() {
             .output()
             .unwrap();
         writes.push(started.elapsed());
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     println!(
         "unix socket: set one attribute on {NODES} nodes through a noderange, durable: median {:.0} ms (target < 500 ms)",

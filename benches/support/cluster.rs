@@ -108,7 +108,6 @@ pub fn cluster_ops(nodes: usize) -> Vec<Op> {
     ops
 }
 
-
 /// Write the cluster into a state directory as the daemon would (journal, then a snapshot).
 pub fn prepare_state(dir: &Path, nodes: usize) {
     let engine = ConfigEngine::open(
@@ -121,7 +120,12 @@ pub fn prepare_state(dir: &Path, nodes: usize) {
     for chunk in ops.chunks(50_000) {
         let chunk = chunk.to_vec();
         engine
-            .commit_blocking(move |_, _| Ok(plan::Plan { ops: chunk, warnings: Vec::new() }))
+            .commit_blocking(move |_, _| {
+                Ok(plan::Plan {
+                    ops: chunk,
+                    warnings: Vec::new(),
+                })
+            })
             .unwrap();
     }
     engine.close();

@@ -399,13 +399,20 @@ fn catalogue_names(for_node: bool) -> impl Iterator<Item = &'static str> {
 fn requested_attributes(parameters: &Value) -> Result<Option<Vec<String>>, ApiError> {
     let names: Vec<String> = match parameters.get("attributes") {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(text)) => text.split(',').map(|name| name.trim().to_string()).collect(),
+        Some(Value::String(text)) => text
+            .split(',')
+            .map(|name| name.trim().to_string())
+            .collect(),
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
             .map(str::to_string)
             .collect(),
-        Some(_) => return Err(ApiError::bad_request("attributes must be a list or a comma-separated string")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "attributes must be a list or a comma-separated string",
+            ));
+        }
     };
     let mut resolved = Vec::with_capacity(names.len());
     for name in names.into_iter().filter(|name| !name.is_empty()) {
@@ -432,9 +439,10 @@ fn node_attribute_map(
         return map;
     };
     let mut names: std::collections::BTreeSet<Arc<str>> = match requested {
-        Some(requested) if requested.iter().all(|name| !catalogue::is_wildcard(name)) => {
-            requested.iter().map(|name| Arc::from(name.as_str())).collect()
-        }
+        Some(requested) if requested.iter().all(|name| !catalogue::is_wildcard(name)) => requested
+            .iter()
+            .map(|name| Arc::from(name.as_str()))
+            .collect(),
         _ => {
             let mut names = store.effective_attribute_names(record);
             if all {

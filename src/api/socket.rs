@@ -234,7 +234,12 @@ impl Service for TlsSocketService {
 pub enum Frame {
     Text(Vec<u8>),
     Json(Value),
+    /// A well-framed payload that is not valid JSON: answered with a 400, not a disconnect.
+    BadJson(String),
 }
+
+/// Once a frame header has arrived, its payload must follow within this time.
+const PAYLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -258,9 +263,22 @@ pub async fn read_frame(
     }
     let (frame_type, length) = tlv::decode_header(header)?;
     let mut payload = vec![0u8; length];
-    stream.read_exact(&mut payload).await?;
+    match tokio::time::timeout(PAYLOAD_TIMEOUT, stream.read_exact(&mut payload)).await {
+        Ok(result) => {
+            result?;
+        }
+        Err(_) => {
+            return Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "frame payload not received in time",
+            )));
+        }
+    }
     Ok(Some(match frame_type {
-        FrameType::Json => Frame::Json(serde_json::from_slice(&payload)?),
+        FrameType::Json => match serde_json::from_slice(&payload) {
+            Ok(value) => Frame::Json(value),
+            Err(error) => Frame::BadJson(error.to_string()),
+        },
         FrameType::Text | FrameType::FileDescriptor => Frame::Text(payload),
     }))
 }
@@ -310,14 +328,28 @@ where
             () = shutdown.cancelled() => return Ok(()),
         };
         let Some(frame) = frame else { return Ok(()) };
-        let Frame::Json(message) = frame else {
-            write_json(
-                &mut writer,
-                &json!({"errorcode": 400, "error": "expected a JSON request frame"}),
-            )
-            .await?;
-            writer.flush().await?;
-            continue;
+        let message = match frame {
+            Frame::Json(message) => message,
+            Frame::BadJson(reason) => {
+                write_json(
+                    &mut writer,
+                    &json!({"errorcode": 400, "error": format!("invalid JSON in request: {reason}")}),
+                )
+                .await?;
+                write_json(&mut writer, &json!({"_requestdone": 1})).await?;
+                writer.flush().await?;
+                continue;
+            }
+            Frame::Text(_) => {
+                write_json(
+                    &mut writer,
+                    &json!({"errorcode": 400, "error": "expected a JSON request frame"}),
+                )
+                .await?;
+                write_json(&mut writer, &json!({"_requestdone": 1})).await?;
+                writer.flush().await?;
+                continue;
+            }
         };
         let Some(trusted) = caller.clone() else {
             // Log-in phase.

@@ -76,13 +76,15 @@ fn report(printer: &mut Printer, messages: Vec<Value>) -> Vec<Value> {
             continue;
         }
         if let Some(Value::Object(by_node)) = message.get_mut("databynode") {
-            by_node.retain(|node, data| match data.get("error").and_then(Value::as_str) {
-                Some(error) => {
-                    printer.error(Some(node), error);
-                    false
-                }
-                None => true,
-            });
+            by_node.retain(
+                |node, data| match data.get("error").and_then(Value::as_str) {
+                    Some(error) => {
+                        printer.error(Some(node), error);
+                        false
+                    }
+                    None => true,
+                },
+            );
             if by_node.is_empty() {
                 continue;
             }

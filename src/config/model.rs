@@ -981,7 +981,9 @@ impl Universe for Store {
         let canonical =
             catalogue::canonical_name(attribute_pattern).map_err(|error| error.to_string())?;
         if catalogue::sensitivity(&canonical) != Sensitivity::Plain {
-            return Err(format!("{canonical} is protected and cannot be used in a filter"));
+            return Err(format!(
+                "{canonical} is protected and cannot be used in a filter"
+            ));
         }
         for (name, node) in &self.nodes {
             let matched = match self.effective_stored(node, &canonical) {

@@ -1727,9 +1727,13 @@ impl<'u> Evaluation<'u> {
             }
             None => {
                 universe
-                    .filter_nodes(&filter.attribute, &|value| filter.test.accepts(value), &mut |node| {
-                        out.insert(node.clone());
-                    })
+                    .filter_nodes(
+                        &filter.attribute,
+                        &|value| filter.test.accepts(value),
+                        &mut |node| {
+                            out.insert(node.clone());
+                        },
+                    )
                     .map_err(|reason| NoderangeError::BadAttributeFilter {
                         token: atom.text.clone(),
                         reason,
