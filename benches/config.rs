@@ -196,6 +196,11 @@ fn expansion(c: &mut Criterion) {
 criterion_group!(benches, expansion);
 
 fn main() {
+    // `cargo bench` passes --bench; test runners (cargo test, nextest --list) do not: then
+    // this is not a test binary and must do nothing.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
     // CONFLUENT_BENCH_SYSTEM=0 skips the slower system figures (start-up, memory, journal).
     if std::env::var("CONFLUENT_BENCH_SYSTEM").as_deref() != Ok("0") {
         system_figures();
