@@ -83,6 +83,27 @@ fn main() {
     let cli = env!("CARGO_BIN_EXE_confluent");
     let range = format!("n1-n{NODES}");
 
+    // The server's share: the same request from an in-process client, without printing.
+    let mut raw = Vec::new();
+    let mut client = confluent::cli::client::Client::connect_to(&socket).unwrap();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let messages = client
+            .request(
+                "retrieve",
+                &format!("/noderange/{range}/attributes/all"),
+                serde_json::json!({ "attributes": ATTRIBUTES }),
+            )
+            .unwrap();
+        raw.push(started.elapsed());
+        assert_eq!(messages.len(), NODES);
+    }
+    println!(
+        "unix socket: the same request from an in-process client (no CLI start-up, no printing): median {:.0} ms",
+        median(raw).as_secs_f64() * 1e3
+    );
+    drop(client);
+
     let mut reads = Vec::new();
     let mut lines = 0;
     for _ in 0..5 {

@@ -50,6 +50,10 @@ impl<T: Read + Write + Send> Transport for T {}
 
 pub struct Client {
     stream: Box<dyn Transport>,
+    /// Bytes received but not consumed yet: a 10,000-node answer is 10,000 frames, read in
+    /// large chunks rather than two system calls per frame.
+    buffer: Vec<u8>,
+    position: usize,
 }
 
 /// Where the CLI connects.
@@ -119,6 +123,8 @@ impl Client {
         })?;
         let mut client = Client {
             stream: Box::new(stream),
+            buffer: Vec::new(),
+            position: 0,
         };
         client.greet()?;
         Ok(client)
@@ -152,6 +158,8 @@ impl Client {
         }
         let mut client = Client {
             stream: Box::new(stream),
+            buffer: Vec::new(),
+            position: 0,
         };
         let authenticated = client.greet_allowing_login()?;
         if !authenticated {
@@ -198,16 +206,41 @@ impl Client {
         Ok(auth.get("authpassed").and_then(Value::as_u64) == Some(1))
     }
 
+    /// `read_exact` through the receive buffer.
+    fn read_buffered(&mut self, out: &mut [u8]) -> std::io::Result<()> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.position == self.buffer.len() {
+                self.buffer.resize(1 << 16, 0);
+                let count = self.stream.read(&mut self.buffer)?;
+                self.buffer.truncate(count);
+                self.position = 0;
+                if count == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the daemon closed the connection",
+                    ));
+                }
+            }
+            let available = &self.buffer[self.position..];
+            let take = available.len().min(out.len() - filled);
+            out[filled..filled + take].copy_from_slice(&available[..take]);
+            filled += take;
+            self.position += take;
+        }
+        Ok(())
+    }
+
     fn read_frame(&mut self) -> Result<Option<(FrameType, Vec<u8>)>, ClientError> {
         let mut header = [0u8; 4];
-        match self.stream.read_exact(&mut header) {
+        match self.read_buffered(&mut header) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(error) => return Err(error.into()),
         }
         let (frame_type, length) = tlv::decode_header(header)?;
         let mut payload = vec![0u8; length];
-        self.stream.read_exact(&mut payload)?;
+        self.read_buffered(&mut payload)?;
         Ok(Some((frame_type, payload)))
     }
 
