@@ -438,29 +438,30 @@ fn node_attribute_map(
     let Some(record) = store.node(node) else {
         return map;
     };
-    let mut names: std::collections::BTreeSet<Arc<str>> = match requested {
-        Some(requested) if requested.iter().all(|name| !catalogue::is_wildcard(name)) => requested
-            .iter()
-            .map(|name| Arc::from(name.as_str()))
-            .collect(),
-        _ => {
-            let mut names = store.effective_attribute_names(record);
-            if all {
-                names.extend(catalogue_names(true).map(Arc::from));
+    if let Some(requested) = requested
+        && requested.iter().all(|name| !catalogue::is_wildcard(name))
+    {
+        // Exact names (the common nodeattrib case): no name set to build per node.
+        for name in requested {
+            let resolved = store.resolve_in(node, record, name);
+            if !all && resolved.value == ResolvedValue::Unset {
+                continue;
             }
-            names.insert(Arc::from("groups"));
-            if let Some(requested) = requested {
-                names.retain(|name| {
-                    requested
-                        .iter()
-                        .any(|pattern| catalogue::wildcard_match(pattern, name))
-                });
-            }
-            names
+            map.insert(name.clone(), resolved_json(&resolved));
         }
-    };
-    if requested.is_none() {
-        names.insert(Arc::from("groups"));
+        return map;
+    }
+    let mut names = store.effective_attribute_names(record);
+    if all {
+        names.extend(catalogue_names(true).map(Arc::from));
+    }
+    names.insert(Arc::from("groups"));
+    if let Some(requested) = requested {
+        names.retain(|name| {
+            requested
+                .iter()
+                .any(|pattern| catalogue::wildcard_match(pattern, name))
+        });
     }
     for name in names {
         let resolved = store.resolve_in(node, record, &name);

@@ -266,17 +266,32 @@ impl Client {
         path: &str,
         parameters: Value,
     ) -> Result<Vec<Value>, ClientError> {
+        let mut messages = Vec::new();
+        self.request_each(operation, path, parameters, |message| {
+            messages.push(message)
+        })?;
+        Ok(messages)
+    }
+
+    /// Send a request and hand each message to `each` as it arrives (a 10,000-node answer is
+    /// never held in memory at once).
+    pub fn request_each(
+        &mut self,
+        operation: &str,
+        path: &str,
+        parameters: Value,
+        mut each: impl FnMut(Value),
+    ) -> Result<(), ClientError> {
         let request = json!({"operation": operation, "path": path, "parameters": parameters});
         let payload = serde_json::to_vec(&request)?;
         self.stream
             .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
-        let mut messages = Vec::new();
         loop {
             let message = self.read_json()?;
             if message.get("_requestdone").is_some() {
-                return Ok(messages);
+                return Ok(());
             }
-            messages.push(message);
+            each(message);
         }
     }
 }

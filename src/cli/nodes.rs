@@ -225,6 +225,15 @@ fn print_attributes(printer: &mut Printer, messages: &[Value], requested: &[Stri
                 if !requested.is_empty() && !wanted.matches(name) {
                     continue;
                 }
+                // The common case, a plain value, is written without building a String.
+                if !blame
+                    && let Value::Object(map) = value
+                    && map.len() == 1
+                    && let Some(Value::String(text)) = map.get("value")
+                {
+                    let _ = writeln!(printer.out(), "{node}: {name}: {text}");
+                    continue;
+                }
                 printer.line(&format!("{node}: {name}: {}", format_value(value, blame)));
             }
         }
@@ -391,6 +400,18 @@ pub fn attrib(args: &[String], group: bool) -> i32 {
     } else {
         json!({ "attributes": rest })
     };
+    if !group {
+        // Print each node's answer as it arrives.
+        let path = format!("{base}/{kind}");
+        let result = client.request_each("retrieve", &path, narrowing, |message| {
+            let kept = report(&mut printer, vec![message]);
+            print_attributes(&mut printer, &kept, &rest, blame);
+        });
+        if let Err(error) = result {
+            printer.error(None, &error.to_string());
+        }
+        return printer.status();
+    }
     let Some(messages) = request(
         &mut printer,
         &mut client,
@@ -400,22 +421,18 @@ pub fn attrib(args: &[String], group: bool) -> i32 {
     ) else {
         return printer.status().max(1);
     };
-    if group {
-        for message in &messages {
-            if let Value::Object(attributes) = message {
-                for (name, value) in attributes {
-                    if !rest.is_empty() && !wanted(&rest, name) {
-                        continue;
-                    }
-                    if kind == "current" && value.get("value").is_some_and(Value::is_null) {
-                        continue;
-                    }
-                    printer.line(&format!("{target}: {name}: {}", format_value(value, blame)));
+    for message in &messages {
+        if let Value::Object(attributes) = message {
+            for (name, value) in attributes {
+                if !rest.is_empty() && !wanted(&rest, name) {
+                    continue;
                 }
+                if kind == "current" && value.get("value").is_some_and(Value::is_null) {
+                    continue;
+                }
+                printer.line(&format!("{target}: {name}: {}", format_value(value, blame)));
             }
         }
-    } else {
-        print_attributes(&mut printer, &messages, &rest, blame);
     }
     printer.status()
 }

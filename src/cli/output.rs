@@ -27,6 +27,11 @@ impl Drop for Printer {
 }
 
 impl Printer {
+    /// The buffered stdout, for commands printing many lines without building each as a String.
+    pub fn out(&mut self) -> &mut impl Write {
+        &mut self.out
+    }
+
     pub fn line(&mut self, text: &str) {
         let _ = writeln!(self.out, "{text}");
     }
