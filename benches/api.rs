@@ -106,6 +106,8 @@ fn main() {
 
     let mut reads = Vec::new();
     let mut lines = 0;
+    let daemon_cpu_before = cluster::cpu_ms(daemon.id());
+    let cli_cpu_before = cluster::children_cpu_ms();
     for _ in 0..5 {
         let started = Instant::now();
         let output = Command::new(cli)
@@ -127,6 +129,11 @@ fn main() {
         lines,
         NODES * ATTRIBUTES.len(),
         "every attribute of every node printed"
+    );
+    let daemon_cpu = (cluster::cpu_ms(daemon.id()) - daemon_cpu_before) / 5.0;
+    let cli_cpu = (cluster::children_cpu_ms() - cli_cpu_before) / 5.0;
+    println!(
+        "  CPU per nodeattrib run (independent of machine load): daemon {daemon_cpu:.0} ms, CLI process {cli_cpu:.0} ms"
     );
     println!(
         "unix socket: nodeattrib {range} with {} attributes ({lines} lines): median {:.0} ms (target < 300 ms)",
