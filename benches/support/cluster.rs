@@ -152,7 +152,11 @@ pub fn cpu_ms(pid: u32) -> f64 {
         .unwrap_or_default();
     let ticks: f64 = [11, 12]
         .iter()
-        .filter_map(|index| fields.get(*index).and_then(|value| value.parse::<f64>().ok()))
+        .filter_map(|index| {
+            fields
+                .get(*index)
+                .and_then(|value| value.parse::<f64>().ok())
+        })
         .sum();
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;

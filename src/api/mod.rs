@@ -117,12 +117,12 @@ pub fn authorize(caller: &Caller, request: &Request) -> Result<(), ApiError> {
 }
 
 /// Authorize then answer a request; the messages are in the order they should be sent.
-pub async fn handle(context: &Context, caller: &Caller, request: Request) -> Vec<Value> {
+pub async fn handle(context: &Context, caller: &Caller, request: Request) -> resources::Answer {
     if let Err(error) = authorize(caller, &request) {
-        return vec![error.to_json()];
+        return resources::Answer::Values(vec![error.to_json()]);
     }
     match resources::dispatch(context, &request).await {
-        Ok(messages) => messages,
-        Err(error) => vec![error.to_json()],
+        Ok(answer) => answer,
+        Err(error) => resources::Answer::Values(vec![error.to_json()]),
     }
 }

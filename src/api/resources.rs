@@ -17,7 +17,190 @@ use crate::daemon::Context;
 /// Collections listed at the root.
 const ROOT: &[&str] = &["nodegroups/", "noderange/", "nodes/", "version"];
 
-pub async fn dispatch(context: &Context, request: &Request) -> Result<Vec<Value>, ApiError> {
+/// An answer: JSON messages, or messages already encoded as JSON text (the hot path of large
+/// attribute reads, which never builds a `Value` per attribute).
+pub enum Answer {
+    Values(Vec<Value>),
+    Encoded(Vec<Vec<u8>>),
+}
+
+impl Answer {
+    /// The messages as values (transports that merge or inspect them).
+    pub fn into_values(self) -> Vec<Value> {
+        match self {
+            Answer::Values(values) => values,
+            Answer::Encoded(encoded) => encoded
+                .iter()
+                .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+                .collect(),
+        }
+    }
+}
+
+pub async fn dispatch(context: &Context, request: &Request) -> Result<Answer, ApiError> {
+    if let Some(answer) = encoded_attribute_read(context, request)? {
+        return Ok(answer);
+    }
+    dispatch_values(context, request).await.map(Answer::Values)
+}
+
+/// `retrieve /noderange/<range>/attributes/{all,current}`, serialised straight from the store.
+fn encoded_attribute_read(
+    context: &Context,
+    request: &Request,
+) -> Result<Option<Answer>, ApiError> {
+    if request.operation != Operation::Retrieve {
+        return Ok(None);
+    }
+    let trimmed = request.path.trim_start_matches('/').trim_end_matches('/');
+    let mut segments = trimmed.split('/');
+    let (Some("noderange"), Some(range), Some("attributes"), Some(kind), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Ok(None);
+    };
+    if kind != "all" && kind != "current" {
+        return Ok(None);
+    }
+    let all = kind == "all";
+    let requested = requested_attributes(&request.parameters)?;
+    context.config.read(|store| {
+        let nodes = store.expand(range).map_err(|error| {
+            ApiError::bad_request(format!("invalid noderange {range}: {error}"))
+        })?;
+        let mut encoded = Vec::with_capacity(nodes.len());
+        let mut buffer = Vec::new();
+        for node in &nodes {
+            let Some(record) = store.node(node) else {
+                continue;
+            };
+            let names = attribute_names(store, record, all, requested.as_deref());
+            let attributes: Vec<(Arc<str>, Resolved)> = names
+                .into_iter()
+                .filter_map(|name| {
+                    let resolved = store.resolve_in(node, record, &name);
+                    (all || resolved.value != ResolvedValue::Unset).then_some((name, resolved))
+                })
+                .collect();
+            buffer.clear();
+            let message = NodeMessage {
+                node,
+                attributes: &attributes,
+            };
+            if serde_json::to_writer(&mut buffer, &message).is_ok() {
+                encoded.push(buffer.clone());
+            }
+        }
+        Ok(Some(Answer::Encoded(encoded)))
+    })
+}
+
+/// `{"databynode": {node: {attribute: value-object}}}` serialised from borrowed data.
+struct NodeMessage<'a> {
+    node: &'a str,
+    attributes: &'a [(Arc<str>, Resolved)],
+}
+
+struct NodeAttributes<'a>(&'a [(Arc<str>, Resolved)]);
+
+struct AttributeValue<'a>(&'a Resolved);
+
+impl serde::Serialize for NodeMessage<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct ByNode<'a>(&'a NodeMessage<'a>);
+        impl serde::Serialize for ByNode<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(self.0.node, &NodeAttributes(self.0.attributes))?;
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("databynode", &ByNode(self))?;
+        map.end()
+    }
+}
+
+impl serde::Serialize for NodeAttributes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, resolved) in self.0 {
+            map.serialize_entry(&**name, &AttributeValue(resolved))?;
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for AttributeValue<'_> {
+    /// The same shape as [`resolved_json`].
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let resolved = self.0;
+        if let ResolvedValue::List(items) = &resolved.value {
+            let mut seq = serializer.serialize_seq(Some(items.len()))?;
+            for item in items {
+                seq.serialize_element(&**item)?;
+            }
+            return seq.end();
+        }
+        let mut map = serializer.serialize_map(None)?;
+        match &resolved.value {
+            ResolvedValue::Unset => map.serialize_entry("value", &())?,
+            ResolvedValue::Text(text) => map.serialize_entry("value", &**text)?,
+            ResolvedValue::Protected { is_set } => map.serialize_entry("isset", is_set)?,
+            ResolvedValue::Broken(reason) => map.serialize_entry("broken", reason)?,
+            ResolvedValue::List(_) => {}
+        }
+        if let Some(group) = &resolved.inherited_from {
+            map.serialize_entry("inheritedfrom", &**group)?;
+        }
+        if let Some(expression) = &resolved.expression {
+            map.serialize_entry("expression", &**expression)?;
+        }
+        map.end()
+    }
+}
+
+/// Which attributes an attribute read covers, in the order they are answered.
+fn attribute_names(
+    store: &Store,
+    record: &crate::config::model::Node,
+    all: bool,
+    requested: Option<&[String]>,
+) -> Vec<Arc<str>> {
+    if let Some(requested) = requested
+        && requested.iter().all(|name| !catalogue::is_wildcard(name))
+    {
+        let mut names: Vec<Arc<str>> = requested
+            .iter()
+            .map(|name| Arc::from(name.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        return names;
+    }
+    let mut names = store.effective_attribute_names(record);
+    if all {
+        names.extend(catalogue_names(true).map(Arc::from));
+    }
+    names.insert(Arc::from("groups"));
+    if let Some(requested) = requested {
+        names.retain(|name| {
+            requested
+                .iter()
+                .any(|pattern| catalogue::wildcard_match(pattern, name))
+        });
+    }
+    names.into_iter().collect()
+}
+
+async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Value>, ApiError> {
     let trimmed = request.path.trim_start_matches('/');
     let segments: Vec<&str> = if trimmed.is_empty() {
         Vec::new()
@@ -438,32 +621,7 @@ fn node_attribute_map(
     let Some(record) = store.node(node) else {
         return map;
     };
-    if let Some(requested) = requested
-        && requested.iter().all(|name| !catalogue::is_wildcard(name))
-    {
-        // Exact names (the common nodeattrib case): no name set to build per node.
-        for name in requested {
-            let resolved = store.resolve_in(node, record, name);
-            if !all && resolved.value == ResolvedValue::Unset {
-                continue;
-            }
-            map.insert(name.clone(), resolved_json(&resolved));
-        }
-        return map;
-    }
-    let mut names = store.effective_attribute_names(record);
-    if all {
-        names.extend(catalogue_names(true).map(Arc::from));
-    }
-    names.insert(Arc::from("groups"));
-    if let Some(requested) = requested {
-        names.retain(|name| {
-            requested
-                .iter()
-                .any(|pattern| catalogue::wildcard_match(pattern, name))
-        });
-    }
-    for name in names {
+    for name in attribute_names(store, record, all, requested) {
         let resolved = store.resolve_in(node, record, &name);
         if !all && resolved.value == ResolvedValue::Unset {
             continue;

@@ -374,15 +374,30 @@ where
             writer.flush().await?;
             continue;
         };
-        let messages = match parse_request(&message) {
+        let answer = match parse_request(&message) {
             Ok(request) => super::handle(&context, &trusted, request).await,
-            Err(error) => vec![json!({"errorcode": 400, "error": error})],
+            Err(error) => {
+                super::resources::Answer::Values(vec![json!({"errorcode": 400, "error": error})])
+            }
         };
-        let large = messages.len() >= LARGE_ANSWER;
-        for message in &messages {
-            write_json(&mut writer, message).await?;
+        let large = match &answer {
+            super::resources::Answer::Values(messages) => messages.len() >= LARGE_ANSWER,
+            super::resources::Answer::Encoded(messages) => messages.len() >= LARGE_ANSWER,
+        };
+        match answer {
+            super::resources::Answer::Values(messages) => {
+                for message in &messages {
+                    write_json(&mut writer, message).await?;
+                }
+            }
+            super::resources::Answer::Encoded(messages) => {
+                for message in &messages {
+                    writer
+                        .write_all(&tlv::encode(FrameType::Json, message)?)
+                        .await?;
+                }
+            }
         }
-        drop(messages);
         write_json(&mut writer, &json!({"_requestdone": 1})).await?;
         writer.flush().await?;
         if large {

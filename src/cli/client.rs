@@ -273,6 +273,37 @@ impl Client {
         Ok(messages)
     }
 
+    /// Send a request and hand each message, as raw JSON text, to `each` as it arrives.
+    pub fn request_each_raw(
+        &mut self,
+        operation: &str,
+        path: &str,
+        parameters: Value,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let request = json!({"operation": operation, "path": path, "parameters": parameters});
+        let payload = serde_json::to_vec(&request)?;
+        self.stream
+            .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
+        loop {
+            match self.read_frame()? {
+                Some((FrameType::Json, payload)) => {
+                    if payload.starts_with(b"{\"_requestdone\"") {
+                        return Ok(());
+                    }
+                    each(&payload);
+                }
+                Some(_) => continue,
+                None => {
+                    return Err(ClientError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the daemon closed the connection",
+                    )));
+                }
+            }
+        }
+    }
+
     /// Send a request and hand each message to `each` as it arrives (a 10,000-node answer is
     /// never held in memory at once).
     pub fn request_each(

@@ -240,6 +240,69 @@ fn print_attributes(printer: &mut Printer, messages: &[Value], requested: &[Stri
     }
 }
 
+/// One node's attribute message, borrowed from the received frame.
+#[derive(serde::Deserialize)]
+struct RawNodeMessage<'a> {
+    #[serde(borrow)]
+    databynode: std::collections::BTreeMap<
+        std::borrow::Cow<'a, str>,
+        std::collections::BTreeMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>,
+    >,
+}
+
+/// A plain attribute value object (provenance ignored); secrets (`isset`) and broken
+/// expressions (`broken`) are refused so that they take the general path.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainValue<'a> {
+    #[serde(borrow)]
+    value: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, rename = "inheritedfrom")]
+    _inherited_from: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "expression")]
+    _expression: Option<serde::de::IgnoredAny>,
+}
+
+/// Print a `databynode` message without building a JSON tree (10,000 nodes answer with
+/// 10,000 of them). Returns false when the message needs the general path (errors, warnings).
+fn print_fast(
+    printer: &mut Printer,
+    payload: &[u8],
+    requested: &[String],
+    wanted: &Wanted,
+    blame: bool,
+) -> bool {
+    let Ok(message) = serde_json::from_slice::<RawNodeMessage<'_>>(payload) else {
+        return false;
+    };
+    if message
+        .databynode
+        .values()
+        .any(|attributes| attributes.contains_key("error") || attributes.contains_key("errorcode"))
+    {
+        return false;
+    }
+    for (node, attributes) in &message.databynode {
+        for (name, raw) in attributes {
+            if !requested.is_empty() && !wanted.matches(name) {
+                continue;
+            }
+            // Only objects: serde would also read a struct from a list such as `groups`.
+            if !blame
+                && raw.get().starts_with('{')
+                && let Ok(plain) = serde_json::from_str::<PlainValue<'_>>(raw.get())
+            {
+                let text = plain.value.as_deref().unwrap_or_default();
+                let _ = writeln!(printer.out(), "{node}: {name}: {text}");
+                continue;
+            }
+            let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+            printer.line(&format!("{node}: {name}: {}", format_value(&value, blame)));
+        }
+    }
+    true
+}
+
 /// `name=value`, `name,=value` (prepend), `name^=value` (remove) into a JSON parameter.
 fn setting(arg: &str) -> Option<(String, Value)> {
     let (name, value) = arg.split_once('=')?;
@@ -403,9 +466,13 @@ pub fn attrib(args: &[String], group: bool) -> i32 {
     if !group {
         // Print each node's answer as it arrives.
         let path = format!("{base}/{kind}");
-        let result = client.request_each("retrieve", &path, narrowing, |message| {
-            let kept = report(&mut printer, vec![message]);
-            print_attributes(&mut printer, &kept, &rest, blame);
+        let wanted = Wanted::new(&rest);
+        let result = client.request_each_raw("retrieve", &path, narrowing, |payload| {
+            if !print_fast(&mut printer, payload, &rest, &wanted, blame) {
+                let message: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+                let kept = report(&mut printer, vec![message]);
+                print_attributes(&mut printer, &kept, &rest, blame);
+            }
         });
         if let Err(error) = result {
             printer.error(None, &error.to_string());

@@ -373,7 +373,7 @@ async fn tree(
         path: if path.is_empty() { "/".into() } else { path },
         parameters,
     };
-    let messages = api::handle(&context, &caller, request).await;
+    let messages = api::handle(&context, &caller, request).await.into_values();
     // A whole-request error is the only message: answer with its status.
     if let [message] = messages.as_slice()
         && let Some(code) = message.get("errorcode").and_then(Value::as_u64)
