@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::EventLogs;
 use super::query::Filter;
 use super::record::Record;
-use super::subscribe::Delivery;
+use super::subscribe::{Delivery, Subscription};
 use super::timestamp;
 
 /// Larger messages are cut (RFC 5426 section 3.2 asks receivers to take at least 2048 bytes;
@@ -159,7 +159,9 @@ pub struct SyslogForwarder {
     target: SyslogTarget,
     address: SocketAddr,
     udp: Option<UdpSocket>,
-    logs: Arc<EventLogs>,
+    /// Subscribed at bind time, so that nothing written after start-up is missed.
+    events: Subscription,
+    audit: Subscription,
     hostname: String,
 }
 
@@ -196,15 +198,22 @@ impl SyslogForwarder {
             target,
             address,
             udp,
-            logs,
+            events: logs.events.subscribe(Filter::default(), None),
+            audit: logs.audit.subscribe(Filter::default(), None),
             hostname: hostname(),
         })
     }
 
     async fn forward(self, shutdown: CancellationToken) {
         let pid = std::process::id();
-        let mut events = self.logs.events.subscribe(Filter::default(), None);
-        let mut audit = self.logs.audit.subscribe(Filter::default(), None);
+        let SyslogForwarder {
+            target,
+            address,
+            udp,
+            mut events,
+            mut audit,
+            hostname,
+        } = self;
         let mut tcp: Option<TcpStream> = None;
         let mut retry_at = tokio::time::Instant::now();
         let mut dropped: u64 = 0;
@@ -227,19 +236,19 @@ impl SyslogForwarder {
                 }
                 None => break,
             };
-            let message = format_rfc5424(log, &record, &self.hostname, pid);
-            let sent = match &self.udp {
+            let message = format_rfc5424(log, &record, &hostname, pid);
+            let sent = match &udp {
                 Some(socket) => socket.send(message.as_bytes()).await.map(|_| ()),
                 None => {
                     if tcp.is_none() && tokio::time::Instant::now() >= retry_at {
                         match tokio::time::timeout(
                             Duration::from_secs(5),
-                            TcpStream::connect(self.address),
+                            TcpStream::connect(address),
                         )
                         .await
                         {
                             Ok(Ok(stream)) => {
-                                tracing::info!(collector = %self.address, "connected to the syslog collector");
+                                tracing::info!(collector = %address, "connected to the syslog collector");
                                 tcp = Some(stream);
                             }
                             _ => retry_at = tokio::time::Instant::now() + Duration::from_secs(5),
@@ -260,7 +269,7 @@ impl SyslogForwarder {
             if let Err(error) = sent {
                 dropped += 1;
                 if tcp.take().is_some() || dropped.is_power_of_two() {
-                    tracing::warn!(collector = %self.target.address, error = %error, dropped, "failed to forward to syslog");
+                    tracing::warn!(collector = %target.address, error = %error, dropped, "failed to forward to syslog");
                 }
             }
         }
