@@ -67,7 +67,10 @@ fn round(dir: &std::path::Path, round: usize, acknowledged: &mut HashMap<u64, (u
         acknowledged.insert(parts[2], (parts[0], parts[1]));
         seen += 1;
     }
-    assert!(seen >= target, "child produced only {seen} acknowledgements");
+    assert!(
+        seen >= target,
+        "child produced only {seen} acknowledgements"
+    );
     child.kill().unwrap();
     // Acknowledgements printed before the kill are still in the pipe.
     for line in lines.map_while(Result::ok) {
@@ -108,7 +111,11 @@ fn verify(dir: &std::path::Path, acknowledged: &HashMap<u64, (u64, u64)>) -> u64
         }
     }
     for (seq, identity) in acknowledged {
-        assert_eq!(found.get(seq), Some(identity), "acknowledged record {seq} lost");
+        assert_eq!(
+            found.get(seq),
+            Some(identity),
+            "acknowledged record {seq} lost"
+        );
     }
     expected_seq - 1
 }

@@ -40,10 +40,11 @@ pub struct Subscription {
 impl Subscription {
     /// Subscribe to `shared`, with the matching records since `since` (epoch ms) first.
     pub fn new(shared: &LogShared, filter: Filter, since: Option<i64>) -> Subscription {
-        // Subscribe before reading where publishing stands: every record published after that
-        // point is then in the ring, and the overlap is skipped by seq.
+        // Subscribe before reading how far the log is durable: every record published after
+        // that point is then in the ring, and records already written (published or not yet)
+        // are skipped by seq there; the backlog reads them from the files instead.
         let receiver = shared.fanout.subscribe();
-        let last_seq = shared.published_seq.load(Ordering::Acquire);
+        let last_seq = shared.durable_seq.load(Ordering::Acquire);
         let mut queue = VecDeque::new();
         if let Some(since) = since {
             let page = query::run(

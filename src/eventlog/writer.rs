@@ -126,8 +126,9 @@ pub struct LogShared {
     pub segments: RwLock<Vec<SegmentInfo>>,
     pub counters: LogCounters,
     pub fanout: broadcast::Sender<Published>,
-    /// Seq of the newest record handed to subscribers.
-    pub published_seq: AtomicU64,
+    /// Seq of the newest record written and synced (acknowledged). A new subscriber starts
+    /// after it: older records are history (its backlog), newer ones are live.
+    pub durable_seq: AtomicU64,
 }
 
 impl LogShared {
@@ -207,7 +208,7 @@ impl Storage {
             segments: RwLock::new(segments),
             counters: LogCounters::default(),
             fanout,
-            published_seq: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(0),
         });
         let (log, index, log_len, index_len, next_seq, last_time) = match last {
             Some(info) => {
@@ -236,7 +237,7 @@ impl Storage {
             }
         };
         shared
-            .published_seq
+            .durable_seq
             .store(next_seq.saturating_sub(1), Ordering::Relaxed);
         let mut storage = Storage {
             shared,
@@ -487,8 +488,9 @@ impl Storage {
 
     /// Hand records to subscribers.
     pub fn publish(&self, records: Vec<Arc<Record>>) {
-        let Some(last) = records.last() else { return };
-        self.shared.published_seq.store(last.seq, Ordering::Release);
+        if records.is_empty() {
+            return;
+        }
         // An error only means nobody is subscribed.
         let _ = self.shared.fanout.send(Published::from(records));
     }
@@ -665,6 +667,12 @@ fn run(mut storage: Storage, receiver: mpsc::Receiver<Command>) {
                 .batches
                 .fetch_add(1, Ordering::Relaxed);
             let synced = storage.sync();
+            if let Some(Ok(last)) = results.iter().rev().find(|result| result.is_ok()) {
+                storage
+                    .shared
+                    .durable_seq
+                    .store(last.seq, Ordering::Release);
+            }
             for (result, ack) in results.into_iter().zip(acks.drain(..)) {
                 let answer = match (&result, &synced) {
                     (Ok(record), Ok(())) => Ok(record.seq),
