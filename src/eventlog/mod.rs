@@ -28,7 +28,7 @@ use std::sync::mpsc::{self, TrySendError};
 
 pub use query::{Filter, Order, Page, Query};
 pub use record::{Event, Record};
-pub use subscribe::{Delivery, Subscription};
+pub use subscribe::{BatchDelivery, Delivery, Subscription};
 pub use timeline::BootTimeline;
 pub use writer::{AppendError, LogOpenError, LogOptions};
 

@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use super::record::{Event, IndexEntry, MAX_PAYLOAD, Record};
 use super::segment::{self, SegmentHeader, SegmentInfo, SegmentOpenError};
@@ -118,6 +118,65 @@ pub struct LogCounters {
 /// A batch handed to subscribers.
 pub type Published = Arc<[Arc<Record>]>;
 
+/// The shared ring of recent batches that subscribers read with their own cursors, and a
+/// watch channel that wakes them. (A tokio broadcast channel wakes every receiver under one
+/// mutex, which 1,000 receivers turn into a lock convoy; the watch channel's wake-ups are
+/// sharded, and the ring is read under a shared lock.)
+pub struct Fanout {
+    ring: RwLock<std::collections::VecDeque<Published>>,
+    capacity: usize,
+    /// The newest published seq; `closed` is set before the last wake-up.
+    notify: watch::Sender<u64>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Fanout {
+    fn new(capacity: usize) -> Fanout {
+        Fanout {
+            ring: RwLock::new(std::collections::VecDeque::with_capacity(capacity)),
+            capacity,
+            notify: watch::Sender::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn publish(&self, batch: Published) {
+        let Some(last) = batch.last().map(|record| record.seq) else {
+            return;
+        };
+        {
+            let mut ring = self.ring.write();
+            if ring.len() >= self.capacity {
+                ring.pop_front();
+            }
+            ring.push_back(batch);
+        }
+        self.notify.send_replace(last);
+    }
+
+    /// Wake everyone for the last time.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.send_modify(|_| {});
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    /// The oldest batch holding a record after `seq`.
+    pub fn after(&self, seq: u64) -> Option<Published> {
+        let ring = self.ring.read();
+        let index =
+            ring.partition_point(|batch| batch.last().is_some_and(|record| record.seq <= seq));
+        ring.get(index).cloned()
+    }
+}
+
 /// State shared by the writer, readers and subscribers of one log.
 pub struct LogShared {
     pub name: String,
@@ -125,10 +184,10 @@ pub struct LogShared {
     /// Oldest first; the last one is being written.
     pub segments: RwLock<Vec<SegmentInfo>>,
     pub counters: LogCounters,
-    pub fanout: broadcast::Sender<Published>,
-    /// Seq of the newest record written and synced (acknowledged). A new subscriber starts
-    /// after it: older records are history (its backlog), newer ones are live.
-    pub durable_seq: AtomicU64,
+    pub fanout: Fanout,
+    /// Seq of the newest record written to the files (readable by queries). A new subscriber
+    /// starts after it: older records are history (its backlog), newer ones are live.
+    pub written_seq: AtomicU64,
 }
 
 impl LogShared {
@@ -162,8 +221,9 @@ impl LogShared {
 pub struct Storage {
     shared: Arc<LogShared>,
     options: LogOptions,
-    log: File,
-    index: File,
+    /// Shared with the sync thread, which calls `fdatasync` on them while the writer goes on.
+    log: Arc<File>,
+    index: Arc<File>,
     /// Committed lengths of the current segment and index (what a failed write returns to).
     log_len: u64,
     index_len: u64,
@@ -200,7 +260,7 @@ impl Storage {
             }
             segments.push(info);
         }
-        let (fanout, _) = broadcast::channel(options.fanout_capacity.max(16));
+        let fanout = Fanout::new(options.fanout_capacity.max(16));
         let last = segments.last().cloned();
         let shared = Arc::new(LogShared {
             name: name.to_string(),
@@ -208,7 +268,7 @@ impl Storage {
             segments: RwLock::new(segments),
             counters: LogCounters::default(),
             fanout,
-            durable_seq: AtomicU64::new(0),
+            written_seq: AtomicU64::new(0),
         });
         let (log, index, log_len, index_len, next_seq, last_time) = match last {
             Some(info) => {
@@ -237,13 +297,13 @@ impl Storage {
             }
         };
         shared
-            .durable_seq
+            .written_seq
             .store(next_seq.saturating_sub(1), Ordering::Relaxed);
         let mut storage = Storage {
             shared,
             options,
-            log,
-            index,
+            log: Arc::new(log),
+            index: Arc::new(index),
             log_len,
             index_len,
             next_seq,
@@ -346,10 +406,9 @@ impl Storage {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let result = self
-            .log
+        let result = (&*self.log)
             .write_all(&self.log_buffer)
-            .and_then(|()| self.index.write_all(&self.index_buffer));
+            .and_then(|()| (&*self.index).write_all(&self.index_buffer));
         if let Err(error) = result {
             let first_seq = self.pending[0].seq;
             let _ = self.log.set_len(self.log_len);
@@ -434,8 +493,8 @@ impl Storage {
                 other => AppendError::Write(Arc::from(other.to_string())),
             },
         )?;
-        self.log = log;
-        self.index = index;
+        self.log = Arc::new(log);
+        self.index = Arc::new(index);
         self.log_len = segment::SEGMENT_HEADER as u64;
         self.index_len = 0;
         self.shared
@@ -491,8 +550,7 @@ impl Storage {
         if records.is_empty() {
             return;
         }
-        // An error only means nobody is subscribed.
-        let _ = self.shared.fanout.send(Published::from(records));
+        self.shared.fanout.publish(Published::from(records));
     }
 }
 
@@ -616,7 +674,34 @@ pub fn spawn(
     Ok((sender, handle))
 }
 
+/// Work for the sync thread: the files written by one batch and who waits for them.
+struct SyncJob {
+    log: Arc<File>,
+    index: Arc<File>,
+    acks: Vec<(Result<u64, AppendError>, Ack)>,
+    flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+type Ack = tokio::sync::oneshot::Sender<Result<u64, AppendError>>;
+
+/// The writer thread: write and publish batches; `fdatasync` and acknowledgements happen on a
+/// second thread, so that subscribers and the next batch never wait for the disk's flush
+/// (group commit as a pipeline: one sync covers every batch written while the previous one
+/// ran).
 fn run(mut storage: Storage, receiver: mpsc::Receiver<Command>) {
+    let (jobs, job_receiver) = mpsc::channel::<SyncJob>();
+    let shared = storage.shared.clone();
+    let syncer = std::thread::Builder::new()
+        .name(format!("eventlog-{}-sync", shared.name))
+        .spawn(move || sync_loop(&shared, job_receiver));
+    let syncer = match syncer {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            // Without the thread, syncs run inline below (slower, still correct).
+            tracing::error!(error = %error, "failed to start the event log sync thread");
+            None
+        }
+    };
     let interval = storage.options.publish_interval;
     let mut unpublished: Vec<Arc<Record>> = Vec::new();
     let mut last_publish = Instant::now();
@@ -659,47 +744,106 @@ fn run(mut storage: Storage, receiver: mpsc::Receiver<Command>) {
             }
             next = receiver.try_recv().ok();
         }
-        if !events.is_empty() {
+        let mut waiting = Vec::new();
+        let wrote = !events.is_empty();
+        if wrote {
             let results = storage.write(events.drain(..));
             storage
                 .shared
                 .counters
                 .batches
                 .fetch_add(1, Ordering::Relaxed);
-            let synced = storage.sync();
             if let Some(Ok(last)) = results.iter().rev().find(|result| result.is_ok()) {
                 storage
                     .shared
-                    .durable_seq
+                    .written_seq
                     .store(last.seq, Ordering::Release);
             }
             for (result, ack) in results.into_iter().zip(acks.drain(..)) {
-                let answer = match (&result, &synced) {
-                    (Ok(record), Ok(())) => Ok(record.seq),
-                    (Ok(_), Err(error)) | (Err(error), _) => Err(error.clone()),
-                };
                 if let Some(ack) = ack {
-                    let _ = ack.send(answer);
+                    waiting.push((
+                        result
+                            .as_ref()
+                            .map(|record| record.seq)
+                            .map_err(Clone::clone),
+                        ack,
+                    ));
                 }
                 if let Ok(record) = result {
                     unpublished.push(record);
                 }
             }
-        } else if !flushes.is_empty() {
-            let _ = storage.sync();
         }
-        for flush in flushes.drain(..) {
-            let _ = flush.send(());
-        }
-        if !unpublished.is_empty() && (stopping || last_publish.elapsed() >= interval) {
+        let publish_due = stopping || !flushes.is_empty() || last_publish.elapsed() >= interval;
+        if !unpublished.is_empty() && publish_due {
             storage.publish(std::mem::take(&mut unpublished));
             last_publish = Instant::now();
+        }
+        if wrote || !flushes.is_empty() {
+            let job = SyncJob {
+                log: storage.log.clone(),
+                index: storage.index.clone(),
+                acks: waiting,
+                flushes: std::mem::take(&mut flushes),
+            };
+            if syncer.is_some() {
+                // The sync thread only stops when this sender is dropped.
+                let _ = jobs.send(job);
+            } else {
+                finish_jobs(&storage.shared, vec![job]);
+            }
         }
     }
     if !unpublished.is_empty() {
         storage.publish(unpublished);
     }
+    drop(jobs);
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+    }
     let _ = storage.sync();
+    storage.shared.fanout.close();
+}
+
+fn sync_loop(shared: &LogShared, jobs: mpsc::Receiver<SyncJob>) {
+    while let Ok(job) = jobs.recv() {
+        let mut group = vec![job];
+        group.extend(jobs.try_iter());
+        finish_jobs(shared, group);
+    }
+}
+
+/// One `fdatasync` for a group of batches, then their acknowledgements. Only the newest files
+/// need it: a rotation synced the segments before them.
+fn finish_jobs(shared: &LogShared, group: Vec<SyncJob>) {
+    let Some(newest) = group.last() else { return };
+    let synced = newest
+        .log
+        .sync_data()
+        .and_then(|()| newest.index.sync_data())
+        .map_err(|error| {
+            let failures = shared.counters.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if error.raw_os_error() == Some(libc::ENOSPC) {
+                shared.counters.disk_full.fetch_add(1, Ordering::Relaxed);
+            }
+            if failures.is_power_of_two() {
+                tracing::error!(log = %shared.name, failures, error = %error, "event log sync failed; records may not be durable");
+            }
+            AppendError::Write(Arc::from(error.to_string()))
+        });
+    for job in group {
+        for (result, ack) in job.acks {
+            let answer = match (result, &synced) {
+                (Ok(seq), Ok(())) => Ok(seq),
+                (Ok(_), Err(error)) => Err(error.clone()),
+                (Err(error), _) => Err(error),
+            };
+            let _ = ack.send(answer);
+        }
+        for flush in job.flushes {
+            let _ = flush.send(());
+        }
+    }
 }
 
 /// Writes a log directly from the calling thread, without the queue, for imports and
