@@ -497,10 +497,7 @@ async fn syslog_frames_reach_udp_and_tcp_collectors() {
             .unwrap();
         assert!(length > 0, "collector connection closed");
         received.extend_from_slice(&chunk[..length]);
-        loop {
-            let Some(space) = received.iter().position(|byte| *byte == b' ') else {
-                break;
-            };
+        while let Some(space) = received.iter().position(|byte| *byte == b' ') {
             let count: usize = std::str::from_utf8(&received[..space])
                 .unwrap()
                 .parse()
