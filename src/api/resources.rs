@@ -59,11 +59,11 @@ pub async fn dispatch(context: &Context, request: &Request) -> Result<Vec<Value>
             Ok(super::events::boot_timelines(context, &nodes))
         }
         (Operation::Retrieve, ["events"]) => Ok(links(["audit", "log"])),
-        (Operation::Retrieve, ["events", name]) if context.events.by_name(name).is_some() => {
+        (Operation::Retrieve, ["events", name]) => {
             let log = context
                 .events
                 .by_name(name)
-                .ok_or_else(|| ApiError::not_found("no such log"))?;
+                .ok_or_else(|| ApiError::not_found(format!("{} not found", request.path)))?;
             super::events::query(context, log, parameters)
         }
         (Operation::Delete, ["noderange", range]) => {

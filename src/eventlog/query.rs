@@ -37,6 +37,8 @@ struct Compiled<'a> {
 }
 
 impl Filter {
+    /// Node, type and text (the text against the record's JSON, serialized only when a text
+    /// filter is set).
     pub fn matches(&self, record: &Record) -> bool {
         if let Some(nodes) = &self.nodes {
             match &record.node {
@@ -59,7 +61,7 @@ impl Filter {
         true
     }
 
-    /// Whether only node and type are filtered (what subscriptions check per record).
+    /// Node and type only (the text is checked on the raw payload before decoding).
     pub fn matches_without_text(&self, record: &Record) -> bool {
         if let Some(nodes) = &self.nodes {
             match &record.node {

@@ -57,10 +57,7 @@ impl Subscription {
                 shared,
                 &Query {
                     start: Some(since),
-                    filter: Filter {
-                        text: None,
-                        ..filter.clone()
-                    },
+                    filter: filter.clone(),
                     order: Order::NewestFirst,
                     limit: MAX_BACKLOG,
                     max_seq: Some(last_seq),
@@ -193,7 +190,7 @@ impl Subscription {
                 continue;
             }
             self.last_seq = record.seq;
-            if self.filter.matches_without_text(record) {
+            if self.filter.matches(record) {
                 return Some(Delivery::Record(record.clone()));
             }
         }
@@ -241,6 +238,6 @@ impl BatchView<'_> {
             .get(self.from..)
             .unwrap_or_default()
             .iter()
-            .filter(|record| record.seq > self.after && self.filter.matches_without_text(record))
+            .filter(|record| record.seq > self.after && self.filter.matches(record))
     }
 }

@@ -515,3 +515,69 @@ async fn syslog_frames_reach_udp_and_tcp_collectors() {
     assert!(messages[1].starts_with("<30>1 "));
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn batch_deliveries_filter_report_gaps_and_apply_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        fanout_capacity: 16,
+        publish_interval: Duration::ZERO,
+        ..LogOptions::default()
+    };
+    let log = EventLog::open("events", dir.path(), options).unwrap();
+    let mut batches = log.subscribe(
+        Filter {
+            types: vec!["dhcp.*".into()],
+            ..Filter::default()
+        },
+        None,
+    );
+    let mut texts = log.subscribe(
+        Filter {
+            text: Some("NEEDLE".into()),
+            ..Filter::default()
+        },
+        None,
+    );
+    // Enough single-record batches to lap the 16-batch ring.
+    for index in 0..40 {
+        let kind = if index % 2 == 0 {
+            "dhcp.offer"
+        } else {
+            "power.on"
+        };
+        let detail = if index == 39 {
+            json!({"note": "a needle"})
+        } else {
+            json!({})
+        };
+        log.append_durable(Event::new(kind, detail).at(T0 + index))
+            .await
+            .unwrap();
+    }
+    match batches.next_batch().await {
+        Some(BatchDelivery::Missed(missed)) => assert_eq!(missed, 24),
+        _ => panic!("expected a missed marker first"),
+    }
+    let mut seen = Vec::new();
+    while seen.last() != Some(&39) {
+        match batches.next_batch().await {
+            Some(BatchDelivery::Records(view)) => {
+                seen.extend(view.iter().map(|record| record.seq));
+            }
+            _ => panic!("unexpected delivery"),
+        }
+    }
+    assert_eq!(seen, (25..=39).step_by(2).collect::<Vec<u64>>());
+    // Text filters apply to live records too (case-insensitively).
+    loop {
+        match texts.next().await {
+            Some(Delivery::Missed(_)) => continue,
+            Some(Delivery::Record(record)) => {
+                assert_eq!(record.seq, 40);
+                break;
+            }
+            None => panic!("log closed"),
+        }
+    }
+}
