@@ -581,3 +581,24 @@ async fn batch_deliveries_filter_report_gaps_and_apply_text() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_segment_cut_off_during_creation_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = EventLog::open("events", dir.path(), LogOptions::default()).unwrap();
+        log.append_durable(event("a.b", "n1", T0)).await.unwrap();
+    }
+    // A crash right after creating the next segment, before its header reached the disk.
+    std::fs::write(segment::log_path(dir.path(), 2), b"CNFL").unwrap();
+    std::fs::write(segment::index_path(dir.path(), 2), b"").unwrap();
+    let log = EventLog::open("events", dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(seqs(&log.query(&Query::default())), vec![1]);
+    assert_eq!(
+        log.append_durable(event("a.b", "n1", T0 + 1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(segment::list(dir.path()).unwrap(), vec![1]);
+}

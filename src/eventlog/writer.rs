@@ -248,6 +248,22 @@ impl Storage {
         let mut segments = Vec::with_capacity(firsts.len());
         for (position, first) in firsts.iter().enumerate() {
             let newest = position + 1 == firsts.len();
+            let log_path = segment::log_path(dir, *first);
+            if newest
+                && fs::metadata(&log_path)
+                    .is_ok_and(|metadata| metadata.len() < segment::SEGMENT_HEADER as u64)
+            {
+                // A crash while the segment was being created, before its header was synced:
+                // it never held a record.
+                tracing::warn!(
+                    log = name,
+                    segment = first,
+                    "removing a segment left unfinished by a crash"
+                );
+                let _ = fs::remove_file(&log_path);
+                let _ = fs::remove_file(segment::index_path(dir, *first));
+                continue;
+            }
             let (info, recovery) = segment::recover(dir, *first, newest)?;
             if recovery.torn_bytes > 0 || recovery.index_rebuilt {
                 tracing::warn!(
