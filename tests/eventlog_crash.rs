@@ -126,8 +126,33 @@ fn main() {
         child(&args[2]);
         return;
     }
-    // Only the libtest-style filter arguments reach here; this file has one test.
-    print!("test sigkill_during_heavy_appends_loses_no_acknowledged_record ... ");
+    // Enough of the libtest command line for `cargo test` and cargo-nextest: listing, and
+    // name filters (`--exact NAME`, substrings).
+    const NAME: &str = "sigkill_during_heavy_appends_loses_no_acknowledged_record";
+    if args.iter().any(|arg| arg == "--list") {
+        if !args.iter().any(|arg| arg == "--ignored") {
+            println!("{NAME}: test");
+        }
+        return;
+    }
+    let exact = args.iter().any(|arg| arg == "--exact");
+    let filters: Vec<&String> = args[1..]
+        .iter()
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let selected = filters.is_empty()
+        || filters.iter().any(|filter| {
+            if exact {
+                *filter == NAME
+            } else {
+                NAME.contains(filter.as_str())
+            }
+        });
+    if !selected || args.iter().any(|arg| arg == "--ignored") {
+        println!("running 0 tests");
+        return;
+    }
+    print!("test {NAME} ... ");
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged = HashMap::new();
     let mut total = 0;
