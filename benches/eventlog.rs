@@ -331,6 +331,11 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
+    // Test runners list targets with `--list` (cargo-nextest with --all-targets): there are
+    // no tests here, and the benchmarks must not run in that case.
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
     // `cargo bench` passes `--bench`; a name filter selects one benchmark.
     let filter: Option<String> = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|filter| name.contains(filter));
