@@ -4,6 +4,8 @@
 //! - [`config`]: the configuration engine (nodes, groups, attributes, noderange, expressions,
 //!   journal, secrets, watchers);
 //! - [`proto`]: pure protocol codecs (the TLV framing of the socket API);
+//! - [`eventlog`]: the sequential log facility (events, audit, subscriptions, boot timelines,
+//!   syslog forwarding);
 //! - [`api`]: the one resource tree and its unix-socket transport;
 //! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
 //! - [`cli`]: the multi-call `confluent` command.
@@ -12,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod eventlog;
 pub mod http;
 pub mod pki;
 pub mod proto;

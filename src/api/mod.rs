@@ -5,6 +5,8 @@
 //! This module knows nothing of sockets; [`socket`] serves it over the unix socket with
 //! Confluent's TLV framing.
 
+pub mod audit;
+pub mod events;
 pub mod resources;
 pub mod socket;
 
@@ -119,9 +121,21 @@ pub fn authorize(caller: &Caller, request: &Request) -> Result<(), ApiError> {
 /// Authorize then answer a request; the messages are in the order they should be sent.
 pub async fn handle(context: &Context, caller: &Caller, request: Request) -> resources::Answer {
     if let Err(error) = authorize(caller, &request) {
+        audit::record(context, caller, &request, true, Err(&error)).await;
         return resources::Answer::Values(vec![error.to_json()]);
     }
-    match resources::dispatch(context, &request).await {
+    let result = resources::dispatch(context, &request).await;
+    if audit::audited(request.operation) {
+        audit::record(
+            context,
+            caller,
+            &request,
+            false,
+            result.as_ref().map(|_| ()),
+        )
+        .await;
+    }
+    match result {
         Ok(answer) => answer,
         Err(error) => resources::Answer::Values(vec![error.to_json()]),
     }

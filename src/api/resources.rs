@@ -15,7 +15,7 @@ use crate::config::plan::{self, AttributeInput, ConfigChangeError};
 use crate::daemon::Context;
 
 /// Collections listed at the root.
-const ROOT: &[&str] = &["nodegroups/", "noderange/", "nodes/", "version"];
+const ROOT: &[&str] = &["events/", "nodegroups/", "noderange/", "nodes/", "version"];
 
 /// An answer: JSON messages, or messages already encoded as JSON text (the hot path of large
 /// attribute reads, which never builds a `Value` per attribute).
@@ -235,7 +235,19 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
         (Operation::Create, ["noderange"]) => create_nodes(context, parameters, true).await,
         (Operation::Retrieve, ["noderange", range]) => {
             expand(context, range)?;
-            Ok(links(["attributes/", "nodes/"]))
+            Ok(links(["attributes/", "boottimeline", "nodes/"]))
+        }
+        (Operation::Retrieve, ["noderange", range, "boottimeline"]) => {
+            let nodes = expand(context, range)?;
+            Ok(super::events::boot_timelines(context, &nodes))
+        }
+        (Operation::Retrieve, ["events"]) => Ok(links(["audit", "log"])),
+        (Operation::Retrieve, ["events", name]) => {
+            let log = context
+                .events
+                .by_name(name)
+                .ok_or_else(|| ApiError::not_found(format!("{} not found", request.path)))?;
+            super::events::query(context, log, parameters)
         }
         (Operation::Delete, ["noderange", range]) => {
             let nodes = expand(context, range)?;
@@ -278,7 +290,9 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
         (_, ["nodegroups", group, "attributes", kind]) => {
             group_attributes(context, operation, group, kind, parameters).await
         }
-        (_, [first, ..]) if ["nodes", "noderange", "nodegroups", "version"].contains(first) => {
+        (_, [first, ..])
+            if ["events", "nodes", "noderange", "nodegroups", "version"].contains(first) =>
+        {
             Err(ApiError::new(
                 405,
                 "unsupported_operation",

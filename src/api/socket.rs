@@ -311,6 +311,14 @@ where
     writer
         .write_all(&tlv::encode(FrameType::Text, BANNER.as_bytes())?)
         .await?;
+    // Who the transport says the peer is, for the audit of failed log-ins.
+    let peer = caller
+        .as_ref()
+        .map_or_else(|| "anonymous".to_string(), super::audit::describe);
+    if let Some(Caller::LocalUser { .. }) = caller {
+        // Local users are refused until authentication exists; the refusal is audited.
+        super::audit::unauthenticated(&context, &peer, "connect", "", "socket");
+    }
     let mut caller = caller.filter(|caller| !matches!(caller, Caller::LocalUser { .. }));
     write_json(
         &mut writer,
@@ -361,6 +369,12 @@ where
                 write_json(&mut writer, &json!({"authpassed": 1})).await?;
             } else {
                 failed_logins += 1;
+                let operation = message
+                    .get("operation")
+                    .and_then(Value::as_str)
+                    .unwrap_or("login");
+                let target = message.get("path").and_then(Value::as_str).unwrap_or("");
+                super::audit::unauthenticated(&context, &peer, operation, target, "socket");
                 write_json(
                     &mut writer,
                     &json!({"authpassed": 0, "errorcode": 401, "error": "authentication failed (user and password login arrives with the authentication issue; use the administrator token)"}),
@@ -375,6 +389,20 @@ where
             continue;
         };
         let answer = match parse_request(&message) {
+            Ok(request)
+                if request.operation == Operation::Start && stream_log(&request.path).is_some() =>
+            {
+                // The connection now belongs to the stream until the client goes away.
+                return stream_events(
+                    &mut reader,
+                    &mut writer,
+                    &context,
+                    &trusted,
+                    request,
+                    shutdown,
+                )
+                .await;
+            }
             Ok(request) => super::handle(&context, &trusted, request).await,
             Err(error) => {
                 super::resources::Answer::Values(vec![json!({"errorcode": 400, "error": error})])
@@ -415,6 +443,74 @@ fn release_freed_memory() {
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// The log a `start` request streams (`/events/log`, `/events/audit`).
+fn stream_log(path: &str) -> Option<&str> {
+    match path.trim_matches('/') {
+        "events/log" => Some("events"),
+        "events/audit" => Some("audit"),
+        _ => None,
+    }
+}
+
+/// `start /events/log`: `{"event": record}` frames (and `{"missed": N}` when the client fell
+/// behind) until the client disconnects. Parameters are those of a query: `noderange`, `types`,
+/// `since`.
+async fn stream_events<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    context: &Context,
+    caller: &Caller,
+    request: Request,
+    shutdown: CancellationToken,
+) -> Result<(), FrameError>
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let log = stream_log(&request.path).and_then(|name| context.events.by_name(name));
+    let prepared = super::authorize(caller, &request).and_then(|()| {
+        let filter = super::events::filter(context, &request.parameters)?;
+        let since = super::events::since(&request.parameters)?;
+        log.map(|log| log.subscribe(filter, since))
+            .ok_or_else(|| super::ApiError::not_found("no such log"))
+    });
+    let mut subscription = match prepared {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            write_json(writer, &error.to_json()).await?;
+            write_json(writer, &json!({"_requestdone": 1})).await?;
+            writer.flush().await?;
+            return Ok(());
+        }
+    };
+    let mut scratch = [0u8; 512];
+    loop {
+        let delivery = tokio::select! {
+            delivery = subscription.next() => delivery,
+            read = reader.read(&mut scratch) => match read {
+                // Input while streaming is ignored; the end of input ends the stream.
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        // The log closes only when the daemon stops.
+        let Some(delivery) = delivery else {
+            return Ok(());
+        };
+        let mut next = Some(delivery);
+        while let Some(delivery) = next {
+            let message = match delivery {
+                crate::eventlog::Delivery::Record(record) => json!({"event": record.to_json()}),
+                crate::eventlog::Delivery::Missed(count) => json!({"missed": count}),
+            };
+            write_json(writer, &message).await?;
+            next = subscription.try_next();
+        }
+        writer.flush().await?;
     }
 }
 

@@ -58,6 +58,19 @@ struct Arguments {
     /// TLS socket listener for remote CLI use ("off" to disable).
     #[arg(long, default_value = "[::]:13001", value_parser = parse_listen)]
     tls_socket: Listen,
+    /// Forward the event and audit logs to a syslog collector (RFC 5424):
+    /// udp://HOST:PORT or tcp://HOST:PORT (octet-counted framing).
+    #[arg(long, value_name = "URL")]
+    syslog: Option<confluent::eventlog::syslog::SyslogTarget>,
+    /// Start a new event log segment beyond this many MiB.
+    #[arg(long, default_value_t = 64)]
+    log_segment_mib: u64,
+    /// Keep at most this many MiB of each event log (oldest segments are deleted first).
+    #[arg(long, default_value_t = 8192)]
+    log_retain_mib: u64,
+    /// Delete event log segments older than this many days.
+    #[arg(long, default_value_t = 90)]
+    log_retain_days: u64,
 }
 
 /// A listen address, or `off`.
@@ -153,6 +166,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         http: arguments.http.0,
         https: arguments.https.0,
         tls_socket: arguments.tls_socket.0,
+        syslog: arguments.syslog.clone(),
+        event_logs: confluent::eventlog::LogOptions {
+            max_segment_bytes: arguments.log_segment_mib.max(1) << 20,
+            retain_bytes: arguments.log_retain_mib.max(1) << 20,
+            retain_age: Duration::from_secs(arguments.log_retain_days.max(1) * 86_400),
+            ..confluent::eventlog::LogOptions::default()
+        },
     })
     .await?;
     tracing::info!("confluentd ready");

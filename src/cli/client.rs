@@ -325,4 +325,34 @@ impl Client {
             each(message);
         }
     }
+
+    /// Send a request and hand each message to `each` as it arrives, until `_requestdone`, the
+    /// end of the connection, or `each` returning false (for streams such as
+    /// `start /events/log`, which only end when the client leaves).
+    pub fn stream(
+        &mut self,
+        operation: &str,
+        path: &str,
+        parameters: Value,
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let request = json!({"operation": operation, "path": path, "parameters": parameters});
+        let payload = serde_json::to_vec(&request)?;
+        self.stream
+            .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
+        loop {
+            let message = match self.read_json() {
+                Ok(message) => message,
+                Err(ClientError::Io(error))
+                    if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            };
+            if message.get("_requestdone").is_some() || !each(message) {
+                return Ok(());
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod collate;
 pub mod confetty;
 pub mod dbutil;
+pub mod events;
 pub mod nodes;
 pub mod output;
 pub mod trust;
@@ -20,6 +21,7 @@ pub const COMMANDS: &[&str] = &[
     "confetty",
     "confluentdbutil",
     "nodeattrib",
+    "nodeboottimeline",
     "nodedefine",
     "nodegroupattrib",
     "nodegroupdefine",
@@ -56,6 +58,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         .collect();
     match command.as_str() {
         "install-links" => install_links(&rest),
+        "events" => events::events(&tail),
+        "nodeboottimeline" => events::boot_timeline(&tail),
         "nodeattrib" => nodes::attrib(&tail, false),
         "nodegroupattrib" => nodes::attrib(&tail, true),
         "nodelist" => nodes::list(&tail),
@@ -90,6 +94,7 @@ fn usage() {
     eprintln!();
     eprintln!("commands:");
     eprintln!("  install-links DIR   create a symlink named after each command in DIR");
+    eprintln!("  events              query or follow (-f) the event and audit logs");
     for command in COMMANDS {
         eprintln!("  {command}");
     }

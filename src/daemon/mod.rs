@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::engine::{ConfigEngine, EngineOptions};
+use crate::eventlog::{Event, EventLogs};
 
 pub use paths::StatePaths;
 
@@ -44,6 +45,8 @@ pub struct Context {
     pub config: Arc<ConfigEngine>,
     pub admin_token: Arc<token::AdminToken>,
     pub site_ca: Arc<crate::pki::SiteCa>,
+    /// The `events` and `audit` logs under `paths.log`.
+    pub events: Arc<EventLogs>,
 }
 
 /// Daemon settings decided by the command line.
@@ -60,6 +63,10 @@ pub struct DaemonOptions {
     pub https: Option<std::net::SocketAddr>,
     /// TLS socket API listener (TLV protocol, default port 13001).
     pub tls_socket: Option<std::net::SocketAddr>,
+    /// Forward the event and audit logs to this syslog collector.
+    pub syslog: Option<crate::eventlog::syslog::SyslogTarget>,
+    /// Rotation, retention and queue sizes of the logs.
+    pub event_logs: crate::eventlog::LogOptions,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -97,11 +104,19 @@ impl Daemon {
             &paths.lib.join("public/site/tls/ca.pem"),
         )
         .context("failed to prepare the site certificate authority")?;
+        let log_dir = paths.log.clone();
+        let log_options = options.event_logs;
+        let events = tokio::task::spawn_blocking(move || EventLogs::open(&log_dir, log_options))
+            .await
+            .context("event log loader panicked")?
+            .context("failed to open the event logs")?;
+        let events = Arc::new(events);
         let context = Context {
             paths: Arc::new(paths),
             config,
             admin_token: Arc::new(admin_token),
             site_ca: Arc::new(site_ca),
+            events,
         };
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
@@ -116,6 +131,15 @@ impl Daemon {
             )),
             Box::new(api_socket),
         ];
+        if let Some(target) = options.syslog {
+            let forwarder = crate::eventlog::syslog::SyslogForwarder::bind(
+                target.clone(),
+                context.events.clone(),
+            )
+            .await
+            .with_context(|| format!("failed to start syslog forwarding to {}", target.address))?;
+            services.push(Box::new(forwarder));
+        }
         let mut listeners = serde_json::Map::new();
         if let Some(address) = options.http {
             let service = crate::http::HttpService::bind(address, None, context.clone())
@@ -169,6 +193,10 @@ impl Daemon {
             });
         }
         tracker.close();
+        let _ = context.events.events.append(Event::new(
+            "daemon.start",
+            serde_json::json!({"version": crate::VERSION, "pid": std::process::id(), "listeners": listeners_value(&context.paths.run)}),
+        ));
         Ok(Daemon {
             context,
             shutdown,
@@ -214,9 +242,28 @@ impl Daemon {
         tokio::task::spawn_blocking(move || config.close())
             .await
             .context("configuration flush panicked")?;
+        let events = self.context.events.clone();
+        let stop = Event::new(
+            "daemon.stop",
+            serde_json::json!({"pid": std::process::id()}),
+        );
+        if let Err(error) = events.events.append_durable(stop).await {
+            tracing::warn!(error = %error, "failed to record the daemon stop");
+        }
+        tokio::task::spawn_blocking(move || events.close())
+            .await
+            .context("event log flush panicked")?;
         tracing::info!("confluentd stopped");
         Ok(())
     }
+}
+
+/// The bound listeners, as recorded in `run/listeners.json`.
+fn listeners_value(run: &std::path::Path) -> serde_json::Value {
+    std::fs::read_to_string(run.join("listeners.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn notify_systemd_ready() {

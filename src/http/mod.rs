@@ -347,6 +347,7 @@ async fn tree(
     body: Bytes,
 ) -> Response {
     let Some(caller) = http_caller(&context, &headers) else {
+        api::audit::unauthenticated(&context, "anonymous", method.as_str(), uri.path(), "http");
         return error_response(&ApiError::new(
             401,
             "unauthenticated",

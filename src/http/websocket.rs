@@ -8,6 +8,12 @@
 //! `!{"watching": {"nodes": N, "attributes": [...]}}`, then
 //! `!{"changes": {"seq": S, "databynode": {node: {attribute: value-object}}, "deleted": [...],
 //! "renamed": [[old, new]]}}` for every matching commit. A new `watch` replaces the previous one.
+//!
+//! Event subscriptions: `!{"operation": "subscribe", "log": "events"|"audit", "noderange": "n1-n4",
+//! "types": ["dhcp.*"], "since": "-1h"}` is answered `!{"subscribed": {"log": ...}}`, then every
+//! matching record arrives as `!{"event": record}`; a client too slow to keep up gets
+//! `!{"missed": N}` and continues with newer records. `unsubscribe` stops it; a new `subscribe`
+//! replaces the previous one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use crate::api::ApiError;
 use crate::api::resources::resolved_json;
 use crate::config::watch::{ChangeSet, WatchFilter};
 use crate::daemon::Context;
+use crate::eventlog::{Delivery, Subscription};
 
 /// Interval between server pings.
 const HEARTBEAT: Duration = Duration::from_secs(25);
@@ -62,6 +69,30 @@ async fn next_change(
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
     }
+}
+
+async fn next_event(subscription: &mut Option<Subscription>) -> Option<Delivery> {
+    match subscription {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn subscribe(context: &Context, request: &Value) -> Result<(Subscription, Value), ApiError> {
+    let name = request
+        .get("log")
+        .and_then(Value::as_str)
+        .unwrap_or("events");
+    let log = context
+        .events
+        .by_name(name)
+        .ok_or_else(|| ApiError::not_found(format!("no log named {name}")))?;
+    let filter = crate::api::events::filter(context, request)?;
+    let since = crate::api::events::since(request)?;
+    Ok((
+        log.subscribe(filter, since),
+        json!({"subscribed": {"log": log.name()}}),
+    ))
 }
 
 fn watch(context: &Context, request: &Value) -> Result<(WatchFilter, Value), ApiError> {
@@ -134,6 +165,7 @@ async fn session(mut socket: WebSocket, context: Context) {
         return;
     }
     let mut receiver: Option<UnboundedReceiver<Arc<ChangeSet>>> = None;
+    let mut subscription: Option<Subscription> = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     loop {
@@ -175,6 +207,17 @@ async fn session(mut socket: WebSocket, context: Context) {
                         }
                         Err(error) => error.to_json(),
                     },
+                    "subscribe" => match subscribe(&context, &request) {
+                        Ok((new, reply)) => {
+                            subscription = Some(new);
+                            reply
+                        }
+                        Err(error) => error.to_json(),
+                    },
+                    "unsubscribe" => {
+                        subscription = None;
+                        json!({"subscribed": null})
+                    }
                     "unwatch" => {
                         receiver = None;
                         json!({"watching": null})
@@ -191,6 +234,19 @@ async fn session(mut socket: WebSocket, context: Context) {
                     continue;
                 };
                 if !send(&mut socket, &describe(&context, &change)).await {
+                    return;
+                }
+            }
+            delivery = next_event(&mut subscription) => {
+                let message = match delivery {
+                    Some(Delivery::Record(record)) => json!({"event": record.to_json()}),
+                    Some(Delivery::Missed(count)) => json!({"missed": count}),
+                    None => {
+                        subscription = None;
+                        continue;
+                    }
+                };
+                if !send(&mut socket, &message).await {
                     return;
                 }
             }
