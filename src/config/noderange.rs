@@ -31,9 +31,10 @@ use regex::Regex;
 /// How many dynamic groups may be expanded inside one another before expansion gives up.
 pub const MAX_DYNAMIC_GROUP_DEPTH: usize = 16;
 
-/// The most names one element (a range, a bracketed template) may generate, and the most
-/// names a [`Verbatim`] expansion may produce. It protects memory against typing mistakes
-/// such as `n[1-999999999]`; it is ten times the largest cluster this daemon is sized for.
+/// The most names one element (a range, a bracketed template) may generate, the most names a
+/// [`Verbatim`] expansion may produce, and the most values the brackets of one noderange may
+/// spell out in total. It protects memory against typing mistakes such as
+/// `n[1-999999999]`; it is ten times the largest cluster this daemon is sized for.
 pub const MAX_GENERATED_NAMES: usize = 1_000_000;
 
 /// Parentheses deeper than this are refused, so that the recursive parser and evaluator can
@@ -437,10 +438,11 @@ pub enum NoderangeError {
         #[source]
         source: Box<NoderangeError>,
     },
-    /// An element that would produce more than [`MAX_GENERATED_NAMES`] names.
+    /// An element that would produce more than [`MAX_GENERATED_NAMES`] names, or a noderange
+    /// whose brackets together spell out more values than that.
     #[error("`{token}` expands to more than {limit} names")]
     TooManyNames {
-        /// The element (or noderange) concerned.
+        /// The element concerned, or `the noderange` for a limit on the whole text.
         token: String,
         /// The limit.
         limit: usize,
@@ -1042,6 +1044,7 @@ fn build_node_atom(
     text: &str,
     position: usize,
     pieces: &[AtomPiece<'_>],
+    budget: &mut BracketBudget,
 ) -> Result<NodeAtom, NoderangeError> {
     let atom = |kind| NodeAtom {
         text: text.to_owned(),
@@ -1089,7 +1092,7 @@ fn build_node_atom(
             AtomPiece::Bracket {
                 body,
                 body_position,
-            } => NamePiece::Choices(parse_bracket_body(body, *body_position)?),
+            } => NamePiece::Choices(parse_bracket_body(body, *body_position, budget)?),
         });
     }
     let name_pieces = normalize_pieces(name_pieces);
@@ -1148,8 +1151,38 @@ fn parse_filter(text: &str) -> Result<AttributeFilter, NoderangeError> {
 // Bracket bodies: numeric noderanges
 // ---------------------------------------------------------------------------------------------
 
+/// How many more bracket values the noderange being parsed may spell out.
+///
+/// Bracket values are generated while parsing and kept in the parsed noderange, so the
+/// per-element limit alone is not enough: a short text with many brackets
+/// (`a[1-999999],b[1-999999],…`, or many ranges inside one bracket) would hold a million
+/// strings per bracket, gigabytes for a few hundred bytes of input. Every value of every
+/// bracket, including values a bracket's own set operations later remove, is charged here.
+struct BracketBudget {
+    remaining: usize,
+}
+
+impl BracketBudget {
+    fn new(limit: usize) -> BracketBudget {
+        BracketBudget { remaining: limit }
+    }
+
+    /// Charges `count` values before they are generated.
+    fn spend(&mut self, count: usize) -> Result<(), NoderangeError> {
+        self.remaining = self
+            .remaining
+            .checked_sub(count)
+            .ok_or_else(|| too_many("the noderange"))?;
+        Ok(())
+    }
+}
+
 /// Evaluates the body of a bracket (`1-3,7`, `01:10:2`, `(1-9),-5`, `1-20>5`) to its values.
-fn parse_bracket_body(body: &str, body_position: usize) -> Result<Vec<String>, NoderangeError> {
+fn parse_bracket_body(
+    body: &str,
+    body_position: usize,
+    budget: &mut BracketBudget,
+) -> Result<Vec<String>, NoderangeError> {
     let tokens = tokenize(body, body_position)?;
     let Some(first) = tokens.first() else {
         return Err(syntax_error(
@@ -1158,7 +1191,9 @@ fn parse_bracket_body(body: &str, body_position: usize) -> Result<Vec<String>, N
             "empty brackets",
         ));
     };
-    let expression = Parser::new(&tokens).parse_top(&mut build_bracket_atom)?;
+    let expression = Parser::new(&tokens).parse_top(&mut |text, position, pieces| {
+        build_bracket_atom(text, position, pieces, budget)
+    })?;
     let Some(sequence) = &expression.body else {
         return Err(token_error(
             first,
@@ -1177,6 +1212,7 @@ fn build_bracket_atom(
     text: &str,
     position: usize,
     pieces: &[AtomPiece<'_>],
+    budget: &mut BracketBudget,
 ) -> Result<Vec<String>, NoderangeError> {
     if text.starts_with(['/', '~']) {
         return Err(syntax_error(
@@ -1198,7 +1234,7 @@ fn build_bracket_atom(
     {
         return Err(syntax_error(text, position, "brackets cannot be nested"));
     }
-    bracket_values(text)
+    bracket_values(text, budget)
 }
 
 fn parse_decimal(text: &str) -> Option<u64> {
@@ -1209,7 +1245,7 @@ fn parse_decimal(text: &str) -> Option<u64> {
 }
 
 /// One element of a bracket body: `a-b`, `a:b`, `a..b`, `a:b:step`, `a+count`, or a literal.
-fn bracket_values(text: &str) -> Result<Vec<String>, NoderangeError> {
+fn bracket_values(text: &str, budget: &mut BracketBudget) -> Result<Vec<String>, NoderangeError> {
     let bad = |reason: String| NoderangeError::BadRange {
         token: text.to_owned(),
         reason,
@@ -1249,9 +1285,11 @@ fn bracket_values(text: &str) -> Result<Vec<String>, NoderangeError> {
             )));
         }
         let count = (end - start) / step + 1;
-        if usize::try_from(count).map_or(true, |count| count > MAX_GENERATED_NAMES) {
-            return Err(too_many(text));
-        }
+        let count = match usize::try_from(count) {
+            Ok(count) if count <= MAX_GENERATED_NAMES => count,
+            _ => return Err(too_many(text)),
+        };
+        budget.spend(count)?;
         let width = start_text.len();
         let mut values = Vec::new();
         let mut value = start;
@@ -1270,14 +1308,17 @@ fn bracket_values(text: &str) -> Result<Vec<String>, NoderangeError> {
         let end = start
             .checked_add(increment)
             .ok_or_else(|| bad("the end of the range is too large".to_owned()))?;
-        if usize::try_from(increment).map_or(true, |count| count >= MAX_GENERATED_NAMES) {
-            return Err(too_many(text));
-        }
+        let count = match usize::try_from(increment) {
+            Ok(increment) if increment < MAX_GENERATED_NAMES => increment + 1,
+            _ => return Err(too_many(text)),
+        };
+        budget.spend(count)?;
         let width = start_text.len();
         return Ok((start..=end)
             .map(|value| format!("{value:0width$}"))
             .collect());
     }
+    budget.spend(1)?;
     Ok(vec![text.to_owned()])
 }
 
@@ -1499,8 +1540,14 @@ impl NodeRange {
     /// Parses `text`. Syntax errors, bad regular expressions, malformed attribute filters and
     /// bad bracket contents are reported here; unknown names only at expansion.
     pub fn parse(text: &str) -> Result<NodeRange, NoderangeError> {
+        NodeRange::parse_within(text, BracketBudget::new(MAX_GENERATED_NAMES))
+    }
+
+    fn parse_within(text: &str, mut budget: BracketBudget) -> Result<NodeRange, NoderangeError> {
         let tokens = tokenize(text, 1)?;
-        let expression = Parser::new(&tokens).parse_top(&mut build_node_atom)?;
+        let expression = Parser::new(&tokens).parse_top(&mut |text, position, pieces| {
+            build_node_atom(text, position, pieces, &mut budget)
+        })?;
         Ok(NodeRange {
             text: text.to_owned(),
             expression,
@@ -3085,6 +3132,45 @@ mod tests {
             expand_error("n[1-1000]u[1-1000]x[1-2]", &universe),
             NoderangeError::TooManyNames { .. }
         ));
+    }
+
+    /// Found by the `noderange` fuzz target: brackets each under the per-element limit used to
+    /// add up without bound while parsing (30 copies of `x[1-999999]`, 409 bytes of text,
+    /// took 46 s and 1.9 GB), because parsing keeps every bracket value. One noderange may
+    /// now spell out at most `MAX_GENERATED_NAMES` bracket values in total.
+    #[test]
+    fn bracket_values_are_limited_per_noderange() {
+        let over_budget = |result: Result<NodeRange, NoderangeError>| {
+            matches!(
+                result,
+                Err(NoderangeError::TooManyNames { ref token, .. }) if token == "the noderange"
+            )
+        };
+        assert!(over_budget(NodeRange::parse("a[1-500000],b[1-500001]")));
+        // Every form of bracket value is charged, wherever the bracket is, against one
+        // budget for the whole text (here a budget of 10 values).
+        let parse_within_ten = |text: &str| NodeRange::parse_within(text, BracketBudget::new(10));
+        for text in [
+            "a[1-5],b[1-5]",
+            "a[1-5,6-10]",
+            "a[1-4],(b[1+5])",
+            "a[1-3]b[1-3]c[1-3],x",
+            "a[1,2,3,4,5,6,7,8,9,10]",
+            "a[1-10],-b,c@d",
+        ] {
+            assert!(parse_within_ten(text).is_ok(), "{text}");
+        }
+        for text in [
+            "a[1-5],b[1-6]",
+            "a[1-5,6-11]",
+            "a[1-5,-1-6]",
+            "a[1-4],(b[1+6])",
+            "a[1-3]b[1-3]c[1-3]d[1-2]",
+            "a[1,2,3,4,5,6,7,8,9,10,11]",
+            "a[1-10],b[1]",
+        ] {
+            assert!(over_budget(parse_within_ten(text)), "{text}");
+        }
     }
 
     #[test]
