@@ -50,30 +50,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     cluster::prepare_state(dir.path(), NODES);
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_confluentd"))
-        .arg("--state-dir")
-        .arg(dir.path())
-        .args([
-            "--log-level",
-            "warn",
-            "--http",
-            "off",
-            "--https",
-            "off",
-            "--tls-socket",
-            "off",
-        ])
-        .spawn()
-        .unwrap();
-    let socket = dir.path().join("run/api.sock");
-    let started = Instant::now();
-    while confluent::cli::client::Client::connect_to(&socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut daemon, socket) = cluster::start_daemon(env!("CARGO_BIN_EXE_confluentd"), dir.path());
     std::thread::sleep(Duration::from_millis(300));
     let at_start = cluster::rss_kib(daemon.id());
     println!(

@@ -81,31 +81,8 @@ fn system_figures() {
     );
 
     // The real daemon: time to ready and resident memory.
-    let binary = env!("CARGO_BIN_EXE_confluentd");
     let started = Instant::now();
-    let mut child = std::process::Command::new(binary)
-        .arg("--state-dir")
-        .arg(dir.path())
-        .args([
-            "--log-level",
-            "warn",
-            "--http",
-            "off",
-            "--https",
-            "off",
-            "--tls-socket",
-            "off",
-        ])
-        .spawn()
-        .unwrap();
-    let socket = dir.path().join("run/api.sock");
-    while confluent::cli::client::Client::connect_to(&socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut child, _socket) = cluster::start_daemon(env!("CARGO_BIN_EXE_confluentd"), dir.path());
     let ready = started.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let rss = rss_kib(child.id());

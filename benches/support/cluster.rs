@@ -171,3 +171,33 @@ pub fn children_cpu_ms() -> f64 {
     let millis = |time: libc::timeval| time.tv_sec as f64 * 1000.0 + time.tv_usec as f64 / 1000.0;
     millis(usage.ru_utime) + millis(usage.ru_stime)
 }
+
+/// Start the real daemon on `dir` (network listeners off) and wait until its socket answers.
+/// `binary` is the bench's `env!("CARGO_BIN_EXE_confluentd")`.
+pub fn start_daemon(binary: &str, dir: &Path) -> (std::process::Child, std::path::PathBuf) {
+    let child = std::process::Command::new(binary)
+        .arg("--state-dir")
+        .arg(dir)
+        .args([
+            "--log-level",
+            "warn",
+            "--http",
+            "off",
+            "--https",
+            "off",
+            "--tls-socket",
+            "off",
+        ])
+        .spawn()
+        .unwrap();
+    let socket = dir.join("run/api.sock");
+    let started = std::time::Instant::now();
+    while confluent::cli::client::Client::connect_to(&socket).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    (child, socket)
+}

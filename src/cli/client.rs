@@ -259,6 +259,20 @@ impl Client {
         }
     }
 
+    /// Write one request frame.
+    fn send_request(
+        &mut self,
+        operation: &str,
+        path: &str,
+        parameters: Value,
+    ) -> Result<(), ClientError> {
+        let request = json!({"operation": operation, "path": path, "parameters": parameters});
+        let payload = serde_json::to_vec(&request)?;
+        self.stream
+            .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
+        Ok(())
+    }
+
     /// Send a request and return every message until `_requestdone`.
     pub fn request(
         &mut self,
@@ -267,13 +281,24 @@ impl Client {
         parameters: Value,
     ) -> Result<Vec<Value>, ClientError> {
         let mut messages = Vec::new();
-        self.request_each(operation, path, parameters, |message| {
-            messages.push(message)
-        })?;
-        Ok(messages)
+        let mut invalid = None;
+        self.request_each_raw(
+            operation,
+            path,
+            parameters,
+            |payload| match serde_json::from_slice(payload) {
+                Ok(message) => messages.push(message),
+                Err(error) => invalid = Some(error),
+            },
+        )?;
+        match invalid {
+            Some(error) => Err(error.into()),
+            None => Ok(messages),
+        }
     }
 
-    /// Send a request and hand each message, as raw JSON text, to `each` as it arrives.
+    /// Send a request and hand each message, as raw JSON text, to `each` as it arrives (a
+    /// 10,000-node answer is never held in memory at once).
     pub fn request_each_raw(
         &mut self,
         operation: &str,
@@ -281,13 +306,11 @@ impl Client {
         parameters: Value,
         mut each: impl FnMut(&[u8]),
     ) -> Result<(), ClientError> {
-        let request = json!({"operation": operation, "path": path, "parameters": parameters});
-        let payload = serde_json::to_vec(&request)?;
-        self.stream
-            .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
+        self.send_request(operation, path, parameters)?;
         loop {
             match self.read_frame()? {
                 Some((FrameType::Json, payload)) => {
+                    // The daemon writes compact JSON, so the end marker is recognised unparsed.
                     if payload.starts_with(b"{\"_requestdone\"") {
                         return Ok(());
                     }
@@ -304,28 +327,6 @@ impl Client {
         }
     }
 
-    /// Send a request and hand each message to `each` as it arrives (a 10,000-node answer is
-    /// never held in memory at once).
-    pub fn request_each(
-        &mut self,
-        operation: &str,
-        path: &str,
-        parameters: Value,
-        mut each: impl FnMut(Value),
-    ) -> Result<(), ClientError> {
-        let request = json!({"operation": operation, "path": path, "parameters": parameters});
-        let payload = serde_json::to_vec(&request)?;
-        self.stream
-            .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
-        loop {
-            let message = self.read_json()?;
-            if message.get("_requestdone").is_some() {
-                return Ok(());
-            }
-            each(message);
-        }
-    }
-
     /// Send a request and hand each message to `each` as it arrives, until `_requestdone`, the
     /// end of the connection, or `each` returning false (for streams such as
     /// `start /events/log`, which only end when the client leaves).
@@ -336,10 +337,7 @@ impl Client {
         parameters: Value,
         mut each: impl FnMut(Value) -> bool,
     ) -> Result<(), ClientError> {
-        let request = json!({"operation": operation, "path": path, "parameters": parameters});
-        let payload = serde_json::to_vec(&request)?;
-        self.stream
-            .write_all(&tlv::encode(FrameType::Json, &payload)?)?;
+        self.send_request(operation, path, parameters)?;
         loop {
             let message = match self.read_json() {
                 Ok(message) => message,
