@@ -262,8 +262,23 @@ pub async fn read_frame(
         Err(error) => return Err(error.into()),
     }
     let (frame_type, length) = tlv::decode_header(header)?;
-    let mut payload = vec![0u8; length];
-    match tokio::time::timeout(PAYLOAD_TIMEOUT, stream.read_exact(&mut payload)).await {
+    // Memory grows with the bytes that actually arrive: a header announcing 16 MiB costs
+    // nothing until the peer sends them (thousands of idle peers could otherwise pin GBs).
+    let mut payload = Vec::with_capacity(length.min(64 * 1024));
+    let read = async {
+        let received = (&mut *stream)
+            .take(u64::try_from(length).unwrap_or(u64::MAX))
+            .read_to_end(&mut payload)
+            .await?;
+        if received < length {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            ));
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(PAYLOAD_TIMEOUT, read).await {
         Ok(result) => {
             result?;
         }
