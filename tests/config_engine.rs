@@ -580,3 +580,44 @@ fn group_rules_dynamic_and_builtin() {
         ["everything"]
     );
 }
+
+#[test]
+fn attribute_filters_see_direct_inherited_expression_and_unset_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    define_group(
+        &engine,
+        "rack1",
+        &[set("location.rack", "1"), set("location.u", "{n1}")],
+    );
+    define_group(&engine, "rack2", &[set("location.rack", "2")]);
+    define_nodes(&engine, &["n1", "n2", "n3"], &[set("groups", "rack1")]);
+    define_nodes(&engine, &["n4"], &[set("groups", "rack2,rack1")]);
+    define_nodes(&engine, &["n5"], &[]);
+    set_nodes(&engine, &["n2"], &[set("location.rack", "2")]);
+    let expand = |range: &str| -> Vec<String> {
+        engine
+            .read(|store| store.expand(range).unwrap())
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    };
+    // Inherited from the first group, overridden on n2, earlier group wins for n4.
+    assert_eq!(expand("location.rack=1"), ["n1", "n3"]);
+    assert_eq!(expand("location.rack=2"), ["n2", "n4"]);
+    // Unset compares as the empty string.
+    assert_eq!(expand("location.rack="), ["n5"]);
+    assert_eq!(expand("location.rack!=1"), ["n2", "n4", "n5"]);
+    // Expressions are evaluated per node.
+    assert_eq!(expand("location.u=3"), ["n3"]);
+    assert_eq!(expand("location.u=~^[12]$"), ["n1", "n2"]);
+    // Aliased names work; never-set attributes match only the empty value.
+    assert_eq!(expand("bmc="), ["n1", "n2", "n3", "n4", "n5"]);
+    assert!(expand("info.note=x").is_empty());
+    // Protected attributes cannot be filtered on.
+    assert!(
+        engine
+            .read(|store| store.expand("secret.hardwaremanagementpassword=x"))
+            .is_err()
+    );
+}

@@ -985,16 +985,59 @@ impl Universe for Store {
                 "{canonical} is protected and cannot be used in a filter"
             ));
         }
+        if canonical == "groups" {
+            return filter_nodes_slowly(self, &canonical, accepts, select);
+        }
+        // Attribute names are interned: compare pointers, not strings. No interned name means
+        // no node or group sets the attribute at all.
+        let Some(interned) = self.names.get(canonical.as_str()).cloned() else {
+            if accepts("") {
+                for name in self.nodes.keys() {
+                    select(name);
+                }
+            }
+            return Ok(());
+        };
+        // What each group contributes, keyed by the address of its (interned) name: whether it
+        // defines the attribute, and for a plain value whether that value is accepted.
+        let mut groups: FastMap<usize, Option<(&Stored, Option<bool>)>> = FastMap::default();
         for (name, node) in &self.nodes {
-            let matched = match self.effective_stored(node, &canonical) {
-                None => accepts(""),
-                Some((Stored::Value(text), _)) => accepts(text),
-                Some((Stored::Expression(expression), _)) => {
+            let mut stored = find_interned(&node.attributes, &interned);
+            let mut cached_verdict = None;
+            if stored.is_none() {
+                for group_name in &node.groups {
+                    let key = Arc::as_ptr(group_name) as *const u8 as usize;
+                    let contribution = *groups.entry(key).or_insert_with(|| {
+                        let group = self.groups.get(group_name)?;
+                        let value = group
+                            .attributes
+                            .iter()
+                            .find(|(k, _)| Arc::ptr_eq(k, &interned))?
+                            .1;
+                        let verdict = match value {
+                            Stored::Value(text) => Some(accepts(text)),
+                            Stored::Sealed(_) | Stored::Hashed { .. } => Some(false),
+                            Stored::Expression(_) => None,
+                        };
+                        Some((value, verdict))
+                    });
+                    if let Some((value, verdict)) = contribution {
+                        stored = Some(value);
+                        cached_verdict = verdict;
+                        break;
+                    }
+                }
+            }
+            let matched = match (cached_verdict, stored) {
+                (Some(verdict), _) => verdict,
+                (None, None) => accepts(""),
+                (None, Some(Stored::Value(text))) => accepts(text),
+                (None, Some(Stored::Expression(expression))) => {
                     let mut stack = Vec::new();
                     self.evaluate(name, node, expression, &canonical, &mut stack)
                         .is_ok_and(|value| accepts(&value))
                 }
-                Some((Stored::Sealed(_) | Stored::Hashed { .. }, _)) => false,
+                (None, Some(Stored::Sealed(_) | Stored::Hashed { .. })) => false,
             };
             if matched {
                 select(name);
@@ -1071,6 +1114,18 @@ impl Universe for Store {
             }
         }
     }
+}
+
+/// A value by interned attribute name: pointer comparisons over a node's few entries avoid
+/// touching every key's text.
+fn find_interned<'a>(
+    attributes: &'a BTreeMap<Arc<str>, Stored>,
+    interned: &Arc<str>,
+) -> Option<&'a Stored> {
+    attributes
+        .iter()
+        .find(|(key, _)| Arc::ptr_eq(key, interned))
+        .map(|(_, stored)| stored)
 }
 
 /// The trait's generic filter, for wildcard attribute names.
