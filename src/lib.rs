@@ -3,7 +3,8 @@
 //! Code map, in reading order:
 //! - [`config`]: the configuration engine (nodes, groups, attributes, noderange, expressions,
 //!   journal, secrets, watchers);
-//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API);
+//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API, DHCPv4);
+//! - [`dhcp`]: the DHCPv4 service: node directory, reply policy, leases, socket loop;
 //! - [`api`]: the one resource tree and its unix-socket transport;
 //! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
 //! - [`cli`]: the multi-call `confluent` command.
@@ -12,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dhcp;
 pub mod http;
 pub mod pki;
 pub mod proto;
