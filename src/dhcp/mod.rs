@@ -2,4 +2,5 @@
 //! over a [`directory`] of nodes and the leases), and the leases themselves.
 
 pub mod directory;
+pub mod leases;
 pub mod policy;
