@@ -58,6 +58,13 @@ struct Arguments {
     /// TLS socket listener for remote CLI use ("off" to disable).
     #[arg(long, default_value = "[::]:13001", value_parser = parse_listen)]
     tls_socket: Listen,
+    /// Serve DHCP on an interface: IFACE=full (addresses and boot files), IFACE=proxy (boot
+    /// files only, next to another DHCP server) or IFACE=off. Repeatable.
+    #[arg(long, value_name = "IFACE=MODE")]
+    dhcp: Vec<confluent::dhcp::InterfaceMode>,
+    /// DHCP lease time in seconds.
+    #[arg(long, default_value_t = 3600)]
+    dhcp_lease_time: u32,
 }
 
 /// A listen address, or `off`.
@@ -153,6 +160,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         http: arguments.http.0,
         https: arguments.https.0,
         tls_socket: arguments.tls_socket.0,
+        dhcp: arguments.dhcp.clone(),
+        dhcp_lease_seconds: arguments.dhcp_lease_time.max(60),
     })
     .await?;
     tracing::info!("confluentd ready");

@@ -60,6 +60,10 @@ pub struct DaemonOptions {
     pub https: Option<std::net::SocketAddr>,
     /// TLS socket API listener (TLV protocol, default port 13001).
     pub tls_socket: Option<std::net::SocketAddr>,
+    /// Interfaces served by the DHCP service (none: the service does not run).
+    pub dhcp: Vec<crate::dhcp::InterfaceMode>,
+    /// Lease time handed out by the DHCP service.
+    pub dhcp_lease_seconds: u32,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -141,6 +145,22 @@ impl Daemon {
                 "tls_socket".into(),
                 service.local_addr()?.to_string().into(),
             );
+            services.push(Box::new(service));
+        }
+        if options
+            .dhcp
+            .iter()
+            .any(|served| served.mode != crate::dhcp::policy::Mode::Off)
+        {
+            let settings = crate::dhcp::DhcpSettings {
+                interfaces: options.dhcp.clone(),
+                boot: crate::dhcp::policy::BootSettings::default(),
+                lease_seconds: options.dhcp_lease_seconds,
+                lease_dir: context.paths.lib.join("dhcp"),
+                port: crate::proto::dhcp::SERVER_PORT,
+            };
+            let service = crate::dhcp::DhcpService::bind(settings, context.config.clone())
+                .context("failed to start the DHCP service")?;
             services.push(Box::new(service));
         }
         // Where each listener ended up (port 0 picks a free port): for tests and tools.
