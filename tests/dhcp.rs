@@ -1,0 +1,420 @@
+//! The DHCP service against real clients (busybox `udhcpc`, ISC `dhclient`) in network
+//! namespaces created by each test: a server namespace running `confluentd --dhcp`, a client
+//! namespace joined to it by a veth pair. Needs root and the clients (`tests/run` installs
+//! them); without them the tests fail with a message saying so.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::DaemonProcess;
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+fn run(program: &str, arguments: &[&str]) {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {arguments:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    assert!(
+        found,
+        "{tool} is missing: apt-get install -y {package} (tests/run installs it when run as root)"
+    );
+}
+
+fn require_lab_tools() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the DHCP tests create network namespaces and bind port 67: run them as root (tests/run)"
+    );
+    require("ip", "iproute2");
+    require("udhcpc", "udhcpc");
+    require("dhclient", "isc-dhcp-client");
+}
+
+/// Two namespaces joined by a veth pair; deleted on drop (also when a test fails).
+struct Lab {
+    server: String,
+    client: String,
+    server_interface: String,
+    client_interface: String,
+}
+
+impl Lab {
+    /// `subnet_prefix` like "10.61.0" (a /24; the server is .1).
+    fn new(subnet_prefix: &str) -> Lab {
+        require_lab_tools();
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab {
+            server: format!("cfdhcp-s{id}"),
+            client: format!("cfdhcp-c{id}"),
+            server_interface: format!("ds{id}"),
+            client_interface: format!("dc{id}"),
+        };
+        run("ip", &["netns", "add", &lab.server]);
+        run("ip", &["netns", "add", &lab.client]);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &lab.server_interface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lab.client_interface,
+            ],
+        );
+        run(
+            "ip",
+            &["link", "set", &lab.server_interface, "netns", &lab.server],
+        );
+        run(
+            "ip",
+            &["link", "set", &lab.client_interface, "netns", &lab.client],
+        );
+        let server_address = format!("{subnet_prefix}.1/24");
+        run(
+            "ip",
+            &[
+                "-n",
+                &lab.server,
+                "addr",
+                "add",
+                &server_address,
+                "dev",
+                &lab.server_interface,
+            ],
+        );
+        for (namespace, interface) in [
+            (&lab.server, &lab.server_interface),
+            (&lab.client, &lab.client_interface),
+        ] {
+            run("ip", &["-n", namespace, "link", "set", interface, "up"]);
+            run("ip", &["-n", namespace, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn set_client_mac(&self, mac: &str) {
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "link",
+                "set",
+                &self.client_interface,
+                "address",
+                mac,
+            ],
+        );
+    }
+
+    fn start_daemon(&self, state_dir: &Path) -> DaemonProcess {
+        let dhcp = format!("{}=full", self.server_interface);
+        DaemonProcess::start_wrapped(
+            state_dir,
+            &["ip", "netns", "exec", &self.server],
+            &["--dhcp", &dhcp],
+        )
+    }
+
+    fn in_client(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.client, program]);
+        command
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair and with it the other end.
+        for namespace in [&self.client, &self.server] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .status();
+        }
+    }
+}
+
+fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args(arguments)
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .expect("run confluent");
+    assert!(
+        output.status.success(),
+        "confluent {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A client script that writes its environment (the options it received) to a file when it
+/// gets a lease.
+fn env_script(dir: &Path, name: &str, trigger_variable: &str) -> (PathBuf, PathBuf) {
+    let output = dir.join(format!("{name}.env"));
+    let script = dir.join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ -n \"${trigger_variable}\" ]; then env > {}.tmp; mv {}.tmp {}; fi\nexit 0\n",
+            output.display(),
+            output.display(),
+            output.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, output)
+}
+
+fn read_env(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Run busybox udhcpc once (`-q`: quit after the lease) and return the lease environment.
+fn udhcpc(
+    lab: &Lab,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> std::collections::HashMap<String, String> {
+    let (script, output) = env_script(dir, name, "ip");
+    let status = lab
+        .in_client("timeout")
+        .args(["30", "udhcpc", "-i", &lab.client_interface])
+        .args(["-n", "-q", "-f", "-t", "5", "-T", "2", "-s"])
+        .arg(&script)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run udhcpc");
+    assert!(status.success(), "udhcpc got no lease ({status})");
+    read_env(&output)
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run ISC dhclient in the foreground until its script reports a bound lease.
+fn dhclient(lab: &Lab, dir: &Path) -> std::collections::HashMap<String, String> {
+    let (script, output) = env_script(dir, "dhclient", "new_ip_address");
+    let leases = dir.join("dhclient.leases");
+    let pid = dir.join("dhclient.pid");
+    let child = lab
+        .in_client("dhclient")
+        .args(["-1", "-d", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(&leases)
+        .arg("-pf")
+        .arg(&pid)
+        .arg(&lab.client_interface)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dhclient");
+    // `ip netns exec` execs dhclient, so this pid is dhclient's own.
+    let _child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !output.exists() {
+        assert!(Instant::now() < deadline, "dhclient got no lease in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    read_env(&output)
+}
+
+#[test]
+fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() {
+    let lab = Lab::new("10.61.0");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = lab.start_daemon(&dir.path().join("state"));
+    // Defined after the daemon started: the service sees it through the config watcher.
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "n1",
+            "net.eth0.hwaddr=52:54:00:61:00:0b",
+            "net.eth0.ipv4_address=10.61.0.11/24",
+            "net.eth0.ipv4_gateway=10.61.0.254",
+        ],
+    );
+    lab.set_client_mac("52:54:00:61:00:0b");
+    let lease = udhcpc(&lab, dir.path(), "first", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.11"));
+    assert_eq!(
+        lease.get("subnet").map(String::as_str),
+        Some("255.255.255.0")
+    );
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.61.0.254"));
+    assert_eq!(lease.get("hostname").map(String::as_str), Some("n1"));
+    assert_eq!(lease.get("serverid").map(String::as_str), Some("10.61.0.1"));
+    assert_eq!(lease.get("lease").map(String::as_str), Some("3600"));
+    assert!(
+        lease.get("boot_file").is_none_or(String::is_empty),
+        "{lease:?}"
+    );
+
+    // A new address for the node is handed out on the next exchange.
+    confluent(
+        &daemon,
+        &["nodeattrib", "n1", "net.eth0.ipv4_address=10.61.0.12/24"],
+    );
+    let lease = udhcpc(&lab, dir.path(), "second", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
+
+    // A pending profile (and insecure protocols allowed) adds the boot file for UEFI PXE.
+    confluent(
+        &daemon,
+        &[
+            "nodeattrib",
+            "n1",
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let lease = udhcpc(
+        &lab,
+        dir.path(),
+        "pxe",
+        &[
+            "-V",
+            "PXEClient:Arch:00007:UNDI:003016",
+            "-x",
+            "0x5d:0007",
+            "-O",
+            "bootfile",
+        ],
+    );
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
+    assert_eq!(
+        lease.get("boot_file").map(String::as_str),
+        Some("x86_64/ipxe.efi"),
+        "{lease:?}"
+    );
+    assert_eq!(lease.get("siaddr").map(String::as_str), Some("10.61.0.1"));
+    // The iPXE stage of the same machine (same MAC) gets the same address and its script.
+    let lease = udhcpc(
+        &lab,
+        dir.path(),
+        "ipxe",
+        &[
+            "-V",
+            "PXEClient:Arch:00007:UNDI:003016",
+            "-x",
+            "0x5d:0007",
+            "-x",
+            "0x4d:69505845",
+            "-O",
+            "bootfile",
+        ],
+    );
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
+    assert_eq!(
+        lease.get("boot_file").map(String::as_str),
+        Some("http://10.61.0.1:80/boot/by-mac/52:54:00:61:00:0b/boot.ipxe"),
+        "{lease:?}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn dhclient_gets_its_reservation() {
+    let lab = Lab::new("10.62.0");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = lab.start_daemon(&dir.path().join("state"));
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "d1",
+            "net.hwaddr=52:54:00:62:00:21",
+            "net.ipv4_address=10.62.0.21",
+        ],
+    );
+    lab.set_client_mac("52:54:00:62:00:21");
+    let lease = dhclient(&lab, dir.path());
+    assert_eq!(
+        lease.get("new_ip_address").map(String::as_str),
+        Some("10.62.0.21"),
+        "{lease:?}"
+    );
+    assert_eq!(
+        lease.get("new_subnet_mask").map(String::as_str),
+        Some("255.255.255.0")
+    );
+    assert_eq!(lease.get("new_host_name").map(String::as_str), Some("d1"));
+    assert_eq!(
+        lease.get("new_dhcp_server_identifier").map(String::as_str),
+        Some("10.62.0.1")
+    );
+    daemon.stop();
+}
+
+#[test]
+fn unknown_macs_get_pool_addresses_that_survive_a_restart() {
+    let lab = Lab::new("10.63.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let daemon = lab.start_daemon(&state);
+    // A reservation inside the pool is never handed to another MAC.
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "r1",
+            "net.hwaddr=52:54:00:63:00:99",
+            "net.ipv4_address=10.63.0.128",
+        ],
+    );
+    lab.set_client_mac("52:54:00:63:00:01");
+    let first = udhcpc(&lab, dir.path(), "first", &[]);
+    assert_eq!(first.get("ip").map(String::as_str), Some("10.63.0.129"));
+    // The same MAC again: the same lease.
+    let again = udhcpc(&lab, dir.path(), "again", &[]);
+    assert_eq!(again.get("ip").map(String::as_str), Some("10.63.0.129"));
+    assert_eq!(daemon.stop().code(), Some(0));
+
+    // After a restart the lease is still known: the next MAC gets the next address.
+    let daemon = lab.start_daemon(&state);
+    lab.set_client_mac("52:54:00:63:00:02");
+    let second = udhcpc(&lab, dir.path(), "second", &[]);
+    assert_eq!(second.get("ip").map(String::as_str), Some("10.63.0.130"));
+    daemon.stop();
+}
