@@ -65,6 +65,9 @@ struct Arguments {
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     dhcp_lease_time: u32,
+    /// A subnet behind a DHCP relay (CIDR), served with its default pool. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    dhcp_relayed_subnet: Vec<ipnet::Ipv4Net>,
 }
 
 /// A listen address, or `off`.
@@ -162,6 +165,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         tls_socket: arguments.tls_socket.0,
         dhcp: arguments.dhcp.clone(),
         dhcp_lease_seconds: arguments.dhcp_lease_time.max(60),
+        dhcp_relayed_subnets: arguments.dhcp_relayed_subnet.clone(),
     })
     .await?;
     tracing::info!("confluentd ready");

@@ -64,6 +64,8 @@ pub struct DaemonOptions {
     pub dhcp: Vec<crate::dhcp::InterfaceMode>,
     /// Lease time handed out by the DHCP service.
     pub dhcp_lease_seconds: u32,
+    /// Subnets reached through DHCP relays.
+    pub dhcp_relayed_subnets: Vec<ipnet::Ipv4Net>,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -158,6 +160,7 @@ impl Daemon {
                 lease_seconds: options.dhcp_lease_seconds,
                 lease_dir: context.paths.lib.join("dhcp"),
                 port: crate::proto::dhcp::SERVER_PORT,
+                relayed_subnets: options.dhcp_relayed_subnets.clone(),
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.config.clone())
                 .context("failed to start the DHCP service")?;

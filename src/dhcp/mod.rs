@@ -78,6 +78,9 @@ pub struct DhcpSettings {
     pub lease_dir: PathBuf,
     /// Server port (67; tests may use another).
     pub port: u16,
+    /// Subnets behind DHCP relays (not attached to a served interface), served in the mode of
+    /// the interface their relayed requests arrive on, with the relay as router.
+    pub relayed_subnets: Vec<ipnet::Ipv4Net>,
 }
 
 /// One recorded exchange: what came in, what was decided and why.
@@ -137,6 +140,8 @@ struct LeaseTable {
 
 /// State shared by every interface loop.
 struct Shared {
+    /// Every directly served subnet and every configured relayed subnet.
+    relay_subnets: Vec<ipnet::Ipv4Net>,
     directory: parking_lot::RwLock<Directory>,
     leases: parking_lot::Mutex<LeaseTable>,
     boot: BootSettings,
@@ -229,7 +234,11 @@ impl DhcpService {
         let (leases, journal) =
             LeaseJournal::open(&settings.lease_dir, tokio::time::Instant::now())
                 .map_err(DhcpStartError::Leases)?;
+        let mut relay_subnets: Vec<ipnet::Ipv4Net> =
+            served.iter().map(|served| served.scope.subnet).collect();
+        relay_subnets.extend(settings.relayed_subnets.iter().copied());
         let shared = Arc::new(Shared {
+            relay_subnets,
             directory: parking_lot::RwLock::new(directory),
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
             boot: settings.boot,
@@ -408,8 +417,39 @@ fn handle_datagram(
             return;
         }
     };
+    // RFC 2131 section 4.3.1: a relayed client is on the relay's (giaddr's) subnet.
+    let relayed_scope;
+    let scope: &Scope = if request.giaddr.is_unspecified()
+        || served.scope.subnet.contains(&request.giaddr)
+    {
+        &served.scope
+    } else {
+        match shared
+            .relay_subnets
+            .iter()
+            .find(|subnet| subnet.contains(&request.giaddr))
+        {
+            Some(subnet) => {
+                relayed_scope = Scope {
+                    subnet: *subnet,
+                    pool: Pool::default_for(*subnet),
+                    routers: vec![request.giaddr],
+                    ..(*served.scope).clone()
+                };
+                &relayed_scope
+            }
+            None => {
+                let decision = policy::Decision::silent(
+                    policy::Reason::UnknownRelaySubnet(request.giaddr),
+                    None,
+                );
+                tracing::info!(interface = %interface, xid = %format!("{:08x}", request.xid), reason = decision.reason.code(), "DHCP exchange: {}", decision.reason);
+                return;
+            }
+        }
+    };
     let ingress = Ingress {
-        scope: &served.scope,
+        scope,
         boot: &shared.boot,
         pxe_port: served.socket.port == wire::PXE_SERVER_PORT,
     };

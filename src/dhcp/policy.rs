@@ -228,6 +228,8 @@ pub enum Reason {
     RequestWithoutAddress,
     /// proxyDHCP REQUEST to the site server on port 67: not ours to answer.
     ProxyNotAddressed,
+    /// Relayed from a subnet that is neither served nor configured.
+    UnknownRelaySubnet(Ipv4Addr),
     Released,
     Declined,
     Inform,
@@ -253,6 +255,7 @@ impl Reason {
             Reason::WrongAddress { .. } => "wrong_address",
             Reason::RequestWithoutAddress => "request_without_address",
             Reason::ProxyNotAddressed => "proxy_not_addressed",
+            Reason::UnknownRelaySubnet(_) => "unknown_relay_subnet",
             Reason::Released => "released",
             Reason::Declined => "declined",
             Reason::Inform => "inform",
@@ -310,6 +313,10 @@ impl std::fmt::Display for Reason {
                 formatter,
                 "proxy mode: REQUEST is addressed to the site DHCP server"
             ),
+            Reason::UnknownRelaySubnet(giaddr) => write!(
+                formatter,
+                "relayed by {giaddr}, which is on no served or configured subnet"
+            ),
             Reason::Released => write!(formatter, "client released its address"),
             Reason::Declined => write!(formatter, "client declined the address"),
             Reason::Inform => write!(formatter, "configuration for a client with an address"),
@@ -329,7 +336,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn silent(reason: Reason, node: Option<Arc<str>>) -> Decision {
+    /// No reply and no lease change, for `reason`.
+    pub fn silent(reason: Reason, node: Option<Arc<str>>) -> Decision {
         Decision {
             action: Action::NoResponse,
             lease: LeaseChange::None,
@@ -1521,6 +1529,7 @@ mod tests {
             Reason::WrongAddress { requested: SERVER },
             Reason::RequestWithoutAddress,
             Reason::ProxyNotAddressed,
+            Reason::UnknownRelaySubnet(SERVER),
             Reason::Released,
             Reason::Declined,
             Reason::Inform,
