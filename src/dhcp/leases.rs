@@ -90,6 +90,8 @@ pub enum LeaseRecord {
 pub struct Leases {
     by_mac: HashMap<MacAddress, Lease>,
     by_address: HashMap<Ipv4Addr, Holder>,
+    /// The address after the last one offered or bound: where the next pool search starts.
+    next_hint: Option<Ipv4Addr>,
 }
 
 fn unix_now() -> u64 {
@@ -151,6 +153,7 @@ impl Leases {
     }
 
     fn set(&mut self, lease: Lease) {
+        self.next_hint = u32::from(lease.address).checked_add(1).map(Ipv4Addr::from);
         self.drop_lease_of(&lease.mac);
         if let Some(Holder::Client(other)) = self.by_address.get(&lease.address).copied()
             && other != lease.mac
@@ -360,6 +363,10 @@ impl LeaseView for LeasesAt<'_> {
             Holder::Client(mac) => Some(Some(mac)),
             Holder::Declined { .. } => Some(None),
         }
+    }
+
+    fn allocation_hint(&self) -> Option<Ipv4Addr> {
+        self.leases.next_hint
     }
 }
 

@@ -150,6 +150,11 @@ pub trait LeaseView {
     /// The MAC holding an address (unexpired lease or offer), or a marker that the address was
     /// declined and is quarantined (`Some(None)`).
     fn holder_of(&self, address: Ipv4Addr) -> Option<Option<MacAddress>>;
+    /// Where to start looking for a free pool address (just after the last one handed out),
+    /// so that allocation does not rescan the taken part of the pool every time.
+    fn allocation_hint(&self) -> Option<Ipv4Addr> {
+        None
+    }
 }
 
 /// What to change in the leases.
@@ -548,7 +553,12 @@ fn address_for(
         return Ok((address, false));
     }
     let (first, last) = (u32::from(pool.first), u32::from(pool.last));
-    (first..=last)
+    let start = leases
+        .allocation_hint()
+        .filter(|hint| pool.contains(*hint))
+        .map_or(first, u32::from);
+    (start..=last)
+        .chain(first..start)
         .map(Ipv4Addr::from)
         .find(|address| usable(*address) && leases.holder_of(*address).is_none())
         .map(|address| (address, false))
@@ -799,6 +809,7 @@ mod tests {
     struct FakeLeases {
         by_mac: HashMap<MacAddress, LeaseInfo>,
         declined: Vec<Ipv4Addr>,
+        hint: Option<Ipv4Addr>,
     }
 
     impl LeaseView for FakeLeases {
@@ -814,6 +825,44 @@ mod tests {
                 .find(|(_, lease)| lease.address == address)
                 .map(|(mac, _)| Some(*mac))
         }
+        fn allocation_hint(&self) -> Option<Ipv4Addr> {
+            self.hint
+        }
+    }
+
+    #[test]
+    fn allocation_starts_at_the_hint_and_wraps_around() {
+        let mut leases = FakeLeases {
+            hint: Some(Ipv4Addr::new(10, 77, 0, 200)),
+            ..FakeLeases::default()
+        };
+        let decision = decide(Mode::Full, &leases, &request(1, 200, &[]));
+        assert_eq!(
+            fields(&decision).yiaddr,
+            Some(Ipv4Addr::new(10, 77, 0, 200))
+        );
+        // Everything from the hint to the end is taken: wrap to the start of the pool.
+        for last in 200..=254u8 {
+            leases.by_mac.insert(
+                MacAddress([2, 0, 0, 0, 0, last]),
+                LeaseInfo {
+                    address: Ipv4Addr::new(10, 77, 0, last),
+                    offered: false,
+                },
+            );
+        }
+        let decision = decide(Mode::Full, &leases, &request(1, 200, &[]));
+        assert_eq!(
+            fields(&decision).yiaddr,
+            Some(Ipv4Addr::new(10, 77, 0, 128))
+        );
+        // A hint outside the pool is ignored.
+        leases.hint = Some(Ipv4Addr::new(10, 77, 0, 5));
+        let decision = decide(Mode::Full, &leases, &request(1, 200, &[]));
+        assert_eq!(
+            fields(&decision).yiaddr,
+            Some(Ipv4Addr::new(10, 77, 0, 128))
+        );
     }
 
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
