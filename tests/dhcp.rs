@@ -153,6 +153,7 @@ impl Drop for Lab {
         for namespace in [&self.client, &self.server] {
             let _ = Command::new("ip")
                 .args(["netns", "del", namespace])
+                .stderr(Stdio::null())
                 .status();
         }
     }
@@ -351,6 +352,43 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
         Some("http://10.61.0.1:80/boot/by-mac/52:54:00:61:00:0b/boot.ipxe"),
         "{lease:?}"
     );
+
+    // "Why did n1 boot?": every exchange is recorded with its decision and reason.
+    let messages = daemon
+        .client()
+        .request(
+            "retrieve",
+            "/networking/dhcp/exchanges",
+            serde_json::json!({}),
+        )
+        .expect("retrieve exchanges");
+    let exchanges: Vec<&serde_json::Value> = messages
+        .iter()
+        .filter_map(|message| message.get("exchange"))
+        .collect();
+    assert!(exchanges.len() >= 8, "{messages:?}");
+    let pxe_offer = exchanges
+        .iter()
+        .find(|exchange| {
+            exchange["message_type"] == "DISCOVER" && exchange["boot_file"] == "x86_64/ipxe.efi"
+        })
+        .unwrap_or_else(|| panic!("no PXE offer recorded: {exchanges:?}"));
+    assert_eq!(pxe_offer["node"], "n1");
+    assert_eq!(pxe_offer["mac"], "52:54:00:61:00:0b");
+    assert_eq!(pxe_offer["architecture"], 7);
+    assert_eq!(pxe_offer["reply"], "OFFER");
+    assert_eq!(pxe_offer["address"], "10.61.0.12");
+    assert_eq!(pxe_offer["reason_code"], "boot_chain");
+    assert_eq!(
+        pxe_offer["vendor_class"],
+        "PXEClient:Arch:00007:UNDI:003016"
+    );
+    assert!(
+        exchanges
+            .iter()
+            .any(|exchange| exchange["reason_code"] == "not_a_boot_client"),
+        "{exchanges:?}"
+    );
     daemon.stop();
 }
 
@@ -416,5 +454,151 @@ fn unknown_macs_get_pool_addresses_that_survive_a_restart() {
     lab.set_client_mac("52:54:00:63:00:02");
     let second = udhcpc(&lab, dir.path(), "second", &[]);
     assert_eq!(second.get("ip").map(String::as_str), Some("10.63.0.130"));
+    daemon.stop();
+}
+
+/// Namespaces deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for namespace in self.0.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn veth(left_namespace: &str, left: &str, right_namespace: &str, right: &str) {
+    run(
+        "ip",
+        &["link", "add", left, "type", "veth", "peer", "name", right],
+    );
+    run("ip", &["link", "set", left, "netns", left_namespace]);
+    run("ip", &["link", "set", right, "netns", right_namespace]);
+    run("ip", &["-n", left_namespace, "link", "set", left, "up"]);
+    run("ip", &["-n", right_namespace, "link", "set", right, "up"]);
+}
+
+#[test]
+fn relayed_client_gets_an_address_on_its_own_subnet() {
+    require_lab_tools();
+    require("dhcrelay", "isc-dhcp-relay");
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+    );
+    let (server, relay, client) = (
+        format!("cfdhcp-s{id}"),
+        format!("cfdhcp-r{id}"),
+        format!("cfdhcp-c{id}"),
+    );
+    let _namespaces = Namespaces(vec![server.clone(), relay.clone(), client.clone()]);
+    for namespace in [&server, &relay, &client] {
+        run("ip", &["netns", "add", namespace]);
+        run("ip", &["-n", namespace, "link", "set", "lo", "up"]);
+    }
+    let (server_if, relay_up, relay_down, client_if) = (
+        format!("ds{id}"),
+        format!("ru{id}"),
+        format!("rd{id}"),
+        format!("dc{id}"),
+    );
+    veth(&server, &server_if, &relay, &relay_up);
+    veth(&relay, &relay_down, &client, &client_if);
+    run(
+        "ip",
+        &[
+            "-n",
+            &server,
+            "addr",
+            "add",
+            "10.64.0.1/24",
+            "dev",
+            &server_if,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &relay,
+            "addr",
+            "add",
+            "10.64.0.2/24",
+            "dev",
+            &relay_up,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &relay,
+            "addr",
+            "add",
+            "10.64.1.1/24",
+            "dev",
+            &relay_down,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &server,
+            "route",
+            "add",
+            "10.64.1.0/24",
+            "via",
+            "10.64.0.2",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dhcp = format!("{server_if}=full");
+    let daemon = DaemonProcess::start_wrapped(
+        &dir.path().join("state"),
+        &["ip", "netns", "exec", &server],
+        &["--dhcp", &dhcp, "--dhcp-relayed-subnet", "10.64.1.0/24"],
+    );
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "behind-relay",
+            "net.hwaddr=52:54:00:64:01:14",
+            "net.ipv4_address=10.64.1.20/24",
+        ],
+    );
+    let relay_pid = dir.path().join("relay.pid");
+    let relay_process = Command::new("ip")
+        .args(["netns", "exec", &relay, "dhcrelay", "-4", "-d", "-q", "-a"])
+        .arg("-pf")
+        .arg(&relay_pid)
+        .args(["-id", &relay_down, "-iu", &relay_up, "10.64.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dhcrelay");
+    let _relay_process = KillOnDrop(relay_process);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let lab = Lab {
+        server: String::new(),
+        client: client.clone(),
+        server_interface: server_if.clone(),
+        client_interface: client_if.clone(),
+    };
+    lab.set_client_mac("52:54:00:64:01:14");
+    let lease = udhcpc(&lab, dir.path(), "reserved", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.20"));
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.64.1.1"));
+    assert_eq!(lease.get("serverid").map(String::as_str), Some("10.64.0.1"));
+    lab.set_client_mac("52:54:00:64:01:99");
+    let lease = udhcpc(&lab, dir.path(), "pool", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.128"));
     daemon.stop();
 }

@@ -15,7 +15,13 @@ use crate::config::plan::{self, AttributeInput, ConfigChangeError};
 use crate::daemon::Context;
 
 /// Collections listed at the root.
-const ROOT: &[&str] = &["nodegroups/", "noderange/", "nodes/", "version"];
+const ROOT: &[&str] = &[
+    "networking/",
+    "nodegroups/",
+    "noderange/",
+    "nodes/",
+    "version",
+];
 
 pub async fn dispatch(context: &Context, request: &Request) -> Result<Vec<Value>, ApiError> {
     let trimmed = request.path.trim_start_matches('/');
@@ -29,6 +35,15 @@ pub async fn dispatch(context: &Context, request: &Request) -> Result<Vec<Value>
     match (operation, segments.as_slice()) {
         (Operation::Retrieve, []) => Ok(links(ROOT.iter().copied())),
         (Operation::Retrieve, ["version"]) => Ok(vec![json!({"version": crate::VERSION})]),
+        (Operation::Retrieve, ["networking"]) => Ok(links(["dhcp/"])),
+        (Operation::Retrieve, ["networking", "dhcp"]) => Ok(links(["exchanges"])),
+        // The most recent DHCP exchanges, oldest first: "why didn't node X boot?".
+        (Operation::Retrieve, ["networking", "dhcp", "exchanges"]) => Ok(context
+            .dhcp_exchanges
+            .snapshot()
+            .into_iter()
+            .map(|exchange| json!({ "exchange": exchange }))
+            .collect()),
         (Operation::Retrieve, ["nodes"]) => {
             let names = context.config.read(|store| store.node_names_sorted());
             Ok(links(names.iter().map(|name| format!("{name}/"))))
@@ -95,7 +110,9 @@ pub async fn dispatch(context: &Context, request: &Request) -> Result<Vec<Value>
         (_, ["nodegroups", group, "attributes", kind]) => {
             group_attributes(context, operation, group, kind, parameters).await
         }
-        (_, [first, ..]) if ["nodes", "noderange", "nodegroups", "version"].contains(first) => {
+        (_, [first, ..])
+            if ["nodes", "noderange", "nodegroups", "version", "networking"].contains(first) =>
+        {
             Err(ApiError::new(
                 405,
                 "unsupported_operation",

@@ -44,6 +44,8 @@ pub struct Context {
     pub config: Arc<ConfigEngine>,
     pub admin_token: Arc<token::AdminToken>,
     pub site_ca: Arc<crate::pki::SiteCa>,
+    /// Recent DHCP exchanges (empty when DHCP is not served).
+    pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
 }
 
 /// Daemon settings decided by the command line.
@@ -108,6 +110,7 @@ impl Daemon {
             config,
             admin_token: Arc::new(admin_token),
             site_ca: Arc::new(site_ca),
+            dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::default()),
         };
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
@@ -161,6 +164,7 @@ impl Daemon {
                 lease_dir: context.paths.lib.join("dhcp"),
                 port: crate::proto::dhcp::SERVER_PORT,
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
+                exchanges: context.dhcp_exchanges.clone(),
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.config.clone())
                 .context("failed to start the DHCP service")?;

@@ -81,6 +81,8 @@ pub struct DhcpSettings {
     /// Subnets behind DHCP relays (not attached to a served interface), served in the mode of
     /// the interface their relayed requests arrive on, with the relay as router.
     pub relayed_subnets: Vec<ipnet::Ipv4Net>,
+    /// Where exchanges are recorded (shared with the API).
+    pub exchanges: Arc<ExchangeLog>,
 }
 
 /// One recorded exchange: what came in, what was decided and why.
@@ -105,7 +107,7 @@ pub struct Exchange {
 }
 
 /// The most recent exchanges, oldest first.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ExchangeLog {
     entries: parking_lot::Mutex<VecDeque<Exchange>>,
 }
@@ -242,7 +244,7 @@ impl DhcpService {
             directory: parking_lot::RwLock::new(directory),
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
             boot: settings.boot,
-            exchanges: Arc::new(ExchangeLog::default()),
+            exchanges: settings.exchanges.clone(),
             counters: Arc::new(DhcpCounters::default()),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });

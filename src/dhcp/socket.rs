@@ -17,6 +17,9 @@ use nix::sys::socket::{
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+/// Requested receive buffer (bytes).
+const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// Why an interface cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpBindError {
@@ -94,6 +97,9 @@ impl InterfaceSocket {
         .map_err(socket_error)?;
         socket.set_reuse_address(true).map_err(socket_error)?;
         socket.set_broadcast(true).map_err(socket_error)?;
+        // A boot storm arrives in bursts; a larger buffer rides them out instead of dropping.
+        // The kernel caps it at net.core.rmem_max, which is fine.
+        let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
         socket
             .bind_device(Some(interface.as_bytes()))
             .map_err(socket_error)?;
