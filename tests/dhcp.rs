@@ -602,3 +602,138 @@ fn relayed_client_gets_an_address_on_its_own_subnet() {
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.128"));
     daemon.stop();
 }
+
+/// Boot a QEMU machine (TCG; PVM KVM cannot run firmware) on a tap device in a served
+/// namespace and wait until the exchange log shows the ACK of the expected boot file to it.
+fn firmware_gets_boot_file(subnet_prefix: &str, mac: &str, qemu_extra: &[&str], expected: &str) {
+    require_lab_tools();
+    require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu ovmf");
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+    );
+    let server = format!("cfdhcp-q{id}");
+    let tap = format!("tq{id}");
+    let _namespaces = Namespaces(vec![server.clone()]);
+    run("ip", &["netns", "add", &server]);
+    run("ip", &["-n", &server, "link", "set", "lo", "up"]);
+    run(
+        "ip",
+        &["-n", &server, "tuntap", "add", "dev", &tap, "mode", "tap"],
+    );
+    let address = format!("{subnet_prefix}.1/24");
+    run("ip", &["-n", &server, "addr", "add", &address, "dev", &tap]);
+    run("ip", &["-n", &server, "link", "set", &tap, "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let dhcp = format!("{tap}=full");
+    let daemon = DaemonProcess::start_wrapped(
+        &dir.path().join("state"),
+        &["ip", "netns", "exec", &server],
+        &["--dhcp", &dhcp],
+    );
+    let hwaddr = format!("net.eth0.hwaddr={mac}");
+    let reserved = format!("net.eth0.ipv4_address={subnet_prefix}.21/24");
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "fw1",
+            &hwaddr,
+            &reserved,
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+    let qemu = Command::new("ip")
+        .args(["netns", "exec", &server, "qemu-system-x86_64"])
+        .args([
+            "-accel",
+            "tcg",
+            "-nographic",
+            "-boot",
+            "n",
+            "-netdev",
+            &netdev,
+        ])
+        .args(qemu_extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run qemu");
+    let _qemu = KillOnDrop(qemu);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/networking/dhcp/exchanges",
+                serde_json::json!({}),
+            )
+            .expect("retrieve exchanges");
+        let exchanges: Vec<&serde_json::Value> = messages
+            .iter()
+            .filter_map(|message| message.get("exchange"))
+            .collect();
+        // An ACK means the firmware accepted our OFFER (boot file included) and requested it.
+        if exchanges.iter().any(|exchange| {
+            exchange["reply"] == "ACK"
+                && exchange["node"] == "fw1"
+                && exchange["boot_file"] == expected
+                && exchange["address"] == format!("{subnet_prefix}.21")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ACK with {expected} within 240 s; exchanges: {exchanges:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    daemon.stop();
+}
+
+#[test]
+fn qemu_bios_ipxe_rom_gets_its_boot_script_url() {
+    // QEMU's NIC option ROM is iPXE (user class iPXE, architecture 0).
+    firmware_gets_boot_file(
+        "10.65.0",
+        "52:54:00:65:00:01",
+        &[
+            "-m",
+            "256",
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:65:00:01",
+        ],
+        "http://10.65.0.1:80/boot/by-mac/52:54:00:65:00:01/boot.ipxe",
+    );
+}
+
+#[test]
+fn qemu_ovmf_native_uefi_pxe_gets_ipxe_efi() {
+    // No option ROM (romfile=): OVMF's own PXE client, architecture 7, over TFTP.
+    let dir = tempfile::tempdir().unwrap();
+    let variables = dir.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &variables)
+        .expect("OVMF_VARS.fd: apt-get install -y ovmf");
+    let code = "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd".to_string();
+    let variables = format!("if=pflash,format=raw,file={}", variables.display());
+    firmware_gets_boot_file(
+        "10.66.0",
+        "52:54:00:66:00:01",
+        &[
+            "-m",
+            "512",
+            "-drive",
+            &code,
+            "-drive",
+            &variables,
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:66:00:01,romfile=",
+        ],
+        "x86_64/ipxe.efi",
+    );
+}
