@@ -737,3 +737,150 @@ fn qemu_ovmf_native_uefi_pxe_gets_ipxe_efi() {
         "x86_64/ipxe.efi",
     );
 }
+
+#[test]
+fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
+    require_lab_tools();
+    require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu");
+    require("dnsmasq", "dnsmasq-base");
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+    );
+    let (server, site) = (format!("cfdhcp-p{id}"), format!("cfdhcp-d{id}"));
+    let _namespaces = Namespaces(vec![server.clone(), site.clone()]);
+    for namespace in [&server, &site] {
+        run("ip", &["netns", "add", namespace]);
+        run("ip", &["-n", namespace, "link", "set", "lo", "up"]);
+    }
+    // One segment: a bridge in the server namespace with the machine's tap and a veth to the
+    // site DHCP server's namespace.
+    let (bridge, tap, our_port, site_if) = (
+        format!("br{id}"),
+        format!("tp{id}"),
+        format!("vp{id}"),
+        format!("vd{id}"),
+    );
+    run(
+        "ip",
+        &["-n", &server, "link", "add", &bridge, "type", "bridge"],
+    );
+    run(
+        "ip",
+        &["-n", &server, "addr", "add", "10.67.0.1/24", "dev", &bridge],
+    );
+    run("ip", &["-n", &server, "link", "set", &bridge, "up"]);
+    run(
+        "ip",
+        &["-n", &server, "tuntap", "add", "dev", &tap, "mode", "tap"],
+    );
+    run(
+        "ip",
+        &["-n", &server, "link", "set", &tap, "master", &bridge],
+    );
+    run("ip", &["-n", &server, "link", "set", &tap, "up"]);
+    veth(&server, &our_port, &site, &site_if);
+    run(
+        "ip",
+        &["-n", &server, "link", "set", &our_port, "master", &bridge],
+    );
+    run(
+        "ip",
+        &["-n", &site, "addr", "add", "10.67.0.2/24", "dev", &site_if],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let interface = format!("--interface={site_if}");
+    let leases = format!(
+        "--dhcp-leasefile={}",
+        dir.path().join("dnsmasq.leases").display()
+    );
+    let pid = format!("--pid-file={}", dir.path().join("dnsmasq.pid").display());
+    let dnsmasq = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site,
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+        ])
+        .args(["--port=0", "--bind-interfaces", &interface, &leases, &pid])
+        .args([
+            "--dhcp-range=10.67.0.100,10.67.0.150,255.255.255.0,1h",
+            "--no-ping",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dnsmasq");
+    let _dnsmasq = KillOnDrop(dnsmasq);
+
+    let dhcp = format!("{bridge}=proxy");
+    let daemon = DaemonProcess::start_wrapped(
+        &dir.path().join("state"),
+        &["ip", "netns", "exec", &server],
+        &["--dhcp", &dhcp],
+    );
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "px1",
+            "net.eth0.hwaddr=52:54:00:67:00:01",
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+    let qemu = Command::new("ip")
+        .args(["netns", "exec", &server, "qemu-system-x86_64"])
+        .args(["-accel", "tcg", "-nographic", "-boot", "n", "-m", "256"])
+        .args(["-netdev", &netdev])
+        .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:67:00:01"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run qemu");
+    let _qemu = KillOnDrop(qemu);
+    let expected = "http://10.67.0.1:80/boot/by-mac/52:54:00:67:00:01/boot.ipxe";
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/networking/dhcp/exchanges",
+                serde_json::json!({}),
+            )
+            .expect("retrieve exchanges");
+        let exchanges: Vec<&serde_json::Value> = messages
+            .iter()
+            .filter_map(|message| message.get("exchange"))
+            .collect();
+        let offered = exchanges.iter().any(|exchange| {
+            exchange["reply"] == "OFFER"
+                && exchange["node"] == "px1"
+                && exchange["boot_file"] == expected
+                && exchange["address"].is_null()
+        });
+        // The REQUEST to the site server is left alone.
+        let left_alone = exchanges
+            .iter()
+            .any(|exchange| exchange["reason_code"] == "proxy_not_addressed");
+        // dnsmasq handed out the address.
+        let site_lease = std::fs::read_to_string(dir.path().join("dnsmasq.leases"))
+            .unwrap_or_default()
+            .contains("52:54:00:67:00:01");
+        if offered && left_alone && site_lease {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy exchange incomplete (offered {offered}, left alone {left_alone}, site lease {site_lease}); exchanges: {exchanges:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    daemon.stop();
+}

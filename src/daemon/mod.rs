@@ -163,6 +163,7 @@ impl Daemon {
                 lease_seconds: options.dhcp_lease_seconds,
                 lease_dir: context.paths.lib.join("dhcp"),
                 port: crate::proto::dhcp::SERVER_PORT,
+                pxe_port: crate::proto::dhcp::PXE_SERVER_PORT,
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
                 exchanges: context.dhcp_exchanges.clone(),
             };

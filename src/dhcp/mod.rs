@@ -78,6 +78,8 @@ pub struct DhcpSettings {
     pub lease_dir: PathBuf,
     /// Server port (67; tests may use another).
     pub port: u16,
+    /// PXE boot server port for proxy mode (4011).
+    pub pxe_port: u16,
     /// Subnets behind DHCP relays (not attached to a served interface), served in the mode of
     /// the interface their relayed requests arrive on, with the relay as router.
     pub relayed_subnets: Vec<ipnet::Ipv4Net>,
@@ -155,6 +157,8 @@ struct Shared {
 struct Served {
     socket: Arc<InterfaceSocket>,
     scope: Arc<Scope>,
+    /// The PXE boot server socket (port 4011) of a proxy-mode interface.
+    pxe_port: bool,
 }
 
 /// The DHCP service: one socket per served interface.
@@ -216,9 +220,21 @@ impl DhcpService {
                 pool = ?scope.pool,
                 "serving DHCP"
             );
+            let scope = Arc::new(scope);
+            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1).
+            if *mode == Mode::Proxy {
+                let pxe_socket =
+                    InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?;
+                served.push(Served {
+                    socket: Arc::new(pxe_socket),
+                    scope: scope.clone(),
+                    pxe_port: true,
+                });
+            }
             served.push(Served {
                 socket: Arc::new(socket),
-                scope: Arc::new(scope),
+                scope,
+                pxe_port: false,
             });
         }
         // Watch before indexing, so no change between the two is missed.
@@ -392,7 +408,14 @@ async fn receive_loop(
             shared.counters.overloaded.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        handle_datagram(&served, &shared, &tracker, datagram, permit);
+        handle_datagram(
+            &served,
+            &shared,
+            &tracker,
+            datagram,
+            received.source,
+            permit,
+        );
     }
 }
 
@@ -408,6 +431,7 @@ fn handle_datagram(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     datagram: &[u8],
+    source: SocketAddrV4,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let interface = &served.socket.interface;
@@ -453,7 +477,7 @@ fn handle_datagram(
     let ingress = Ingress {
         scope,
         boot: &shared.boot,
-        pxe_port: served.socket.port == wire::PXE_SERVER_PORT,
+        pxe_port: served.pxe_port,
     };
     let now = tokio::time::Instant::now();
     let (decision, durable) = {
@@ -551,7 +575,10 @@ fn handle_datagram(
     };
     // RFC 2131 section 4.1: relayed -> the relay's server port; a client with an address
     // (renewing, INFORM) -> unicast; otherwise broadcast on the ingress interface.
-    let destination = if !request.giaddr.is_unspecified() {
+    let destination = if served.pxe_port && !source.ip().is_unspecified() {
+        // A boot server request on port 4011 is answered to where it came from.
+        source
+    } else if !request.giaddr.is_unspecified() {
         SocketAddrV4::new(request.giaddr, wire::SERVER_PORT)
     } else if !request.ciaddr.is_unspecified() && message_type != MessageType::Nak {
         SocketAddrV4::new(request.ciaddr, wire::CLIENT_PORT)
