@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::model::Op;
 
@@ -333,21 +334,24 @@ impl<T: Send + 'static> Journal<T> {
         next_seq: u64,
         on_durable: impl FnMut(T) + Send + 'static,
     ) -> io::Result<Journal<T>> {
-        Journal::start_named(dir, next_seq, "config-journal", on_durable)
+        Journal::start_named(dir, next_seq, "config-journal", Duration::ZERO, on_durable)
     }
 
-    /// [`Journal::start`] with the writer thread named `thread_name`.
+    /// [`Journal::start`] with the writer thread named `thread_name`. With a non-zero `linger`
+    /// the writer waits that long after the first record of a batch before syncing, so that
+    /// a steady stream of small records (DHCP leases) shares one sync instead of one each.
     pub fn start_named(
         dir: &Path,
         next_seq: u64,
         thread_name: &str,
+        linger: Duration,
         on_durable: impl FnMut(T) + Send + 'static,
     ) -> io::Result<Journal<T>> {
         let writer = Writer::open(dir, next_seq)?;
         let (sender, receiver) = mpsc::channel::<Command<T>>();
         let thread = std::thread::Builder::new()
             .name(thread_name.into())
-            .spawn(move || run_writer(writer, receiver, on_durable))?;
+            .spawn(move || run_writer(writer, receiver, linger, on_durable))?;
         Ok(Journal {
             sender,
             thread: parking_lot::Mutex::new(Some(thread)),
@@ -407,6 +411,7 @@ impl<T: Send + 'static> Drop for Journal<T> {
 fn run_writer<T>(
     mut writer: Writer,
     receiver: mpsc::Receiver<Command<T>>,
+    linger: Duration,
     mut on_durable: impl FnMut(T),
 ) {
     let mut failed: Option<Arc<JournalError>> = None;
@@ -414,6 +419,9 @@ fn run_writer<T>(
     let mut stop = false;
     while !stop {
         let Ok(first) = receiver.recv() else { break };
+        if !linger.is_zero() {
+            std::thread::sleep(linger);
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
