@@ -416,7 +416,68 @@ struct LeaseSnapshot {
 /// The durable side of the leases: `<dir>/leases.json` plus `<dir>/journal/*.wal`.
 pub struct LeaseJournal {
     journal: Journal<()>,
+    dir: PathBuf,
     next_seq: u64,
+    /// Records appended since `leases.json` was last written.
+    appended_since_compaction: u64,
+}
+
+/// Compact the journal into `leases.json` once this many records were appended.
+pub const COMPACT_AFTER_RECORDS: u64 = 50_000;
+
+/// A compaction in progress: the journal has been told to start a new file; once that is
+/// done, [`Compaction::finish`] writes the snapshot and deletes the covered files.
+pub struct Compaction {
+    rotated: tokio::sync::oneshot::Receiver<Result<(), Arc<JournalError>>>,
+    dir: PathBuf,
+    snapshot: LeaseSnapshot,
+}
+
+fn write_snapshot(dir: &Path, snapshot: &LeaseSnapshot) -> io::Result<()> {
+    let path = dir.join("leases.json");
+    let temporary = dir.join("leases.json.tmp");
+    let bytes = serde_json::to_vec(snapshot)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    std::fs::write(&temporary, bytes)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    journal::sync_dir(dir)
+}
+
+impl Compaction {
+    /// Wait for the journal switch, write `leases.json` (on a blocking thread) and delete the
+    /// journal files it covers. A crash at any point leaves a loadable state: until the new
+    /// snapshot is renamed into place, the old snapshot plus every journal file still covers
+    /// everything.
+    pub async fn finish(self) -> Result<(), LeaseWriteError> {
+        match self.rotated.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(LeaseWriteError::Write(error)),
+            Err(_) => return Err(LeaseWriteError::Stopped),
+        }
+        let first_kept = self.snapshot.seq + 1;
+        let dir = self.dir;
+        let snapshot = self.snapshot;
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            write_snapshot(&dir, &snapshot)?;
+            if let Ok(files) = journal::list_files(&dir.join("journal")) {
+                for (first_seq, path) in files {
+                    if first_seq < first_kept {
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| LeaseWriteError::Stopped)?
+        .map_err(|source| {
+            LeaseWriteError::Write(Arc::new(JournalError::Write {
+                path: PathBuf::from("leases.json"),
+                source,
+            }))
+        })
+    }
 }
 
 impl LeaseJournal {
@@ -488,7 +549,15 @@ impl LeaseJournal {
             |()| {},
         )
         .map_err(LeaseOpenError::Start)?;
-        Ok((leases, LeaseJournal { journal, next_seq }))
+        Ok((
+            leases,
+            LeaseJournal {
+                journal,
+                dir: dir.to_path_buf(),
+                next_seq,
+                appended_since_compaction: 0,
+            },
+        ))
     }
 
     /// Queue a record; call in the order the changes were applied (under the lease lock).
@@ -508,12 +577,41 @@ impl LeaseJournal {
             .append(self.next_seq, payload, ())
             .map_err(LeaseWriteError::Queue)?;
         self.next_seq += 1;
+        self.appended_since_compaction += 1;
         Ok(async move {
             match receiver.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(LeaseWriteError::Write(error)),
                 Err(_) => Err(LeaseWriteError::Stopped),
             }
+        })
+    }
+
+    /// Whether enough records were appended to make a compaction worthwhile.
+    pub fn wants_compaction(&self) -> bool {
+        self.appended_since_compaction >= COMPACT_AFTER_RECORDS
+    }
+
+    /// Start a compaction of `leases` (call under the same lock as [`LeaseJournal::append`],
+    /// so the snapshot matches the records before the switch); finish it outside the lock.
+    pub fn begin_compaction(
+        &mut self,
+        leases: &Leases,
+        now: Instant,
+    ) -> Result<Compaction, LeaseWriteError> {
+        let rotated = self
+            .journal
+            .rotate(self.next_seq)
+            .map_err(LeaseWriteError::Queue)?;
+        self.appended_since_compaction = 0;
+        Ok(Compaction {
+            rotated,
+            dir: self.dir.clone(),
+            snapshot: LeaseSnapshot {
+                format: 1,
+                seq: self.next_seq - 1,
+                records: leases.records(now),
+            },
         })
     }
 
@@ -699,6 +797,46 @@ mod tests {
         // A third start still sees the lease.
         let (leases, journal) = LeaseJournal::open(dir.path(), now).unwrap();
         assert_eq!(leases.lease(&mac(0), now).unwrap().address, A);
+        journal.close();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn compaction_while_running_keeps_every_lease_and_drops_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let (mut leases, mut journal) = LeaseJournal::open(dir.path(), now).unwrap();
+        let bind_one = |leases: &mut Leases, journal: &mut LeaseJournal, last: u8| {
+            let record = leases
+                .apply(
+                    mac(last),
+                    bind(Ipv4Addr::new(10, 0, 1, last), 3600),
+                    false,
+                    now,
+                )
+                .unwrap()
+                .unwrap();
+            journal.append(&record).unwrap()
+        };
+        for last in 1..=3 {
+            bind_one(&mut leases, &mut journal, last).await.unwrap();
+        }
+        let compaction = journal.begin_compaction(&leases, now).unwrap();
+        // A record appended after the switch lands in the new file.
+        let after = bind_one(&mut leases, &mut journal, 4);
+        compaction.finish().await.unwrap();
+        after.await.unwrap();
+        let files = journal::list_files(&dir.path().join("journal")).unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].0, 4);
+        journal.close();
+        let (reopened, journal) = LeaseJournal::open(dir.path(), now).unwrap();
+        for last in 1..=4 {
+            assert_eq!(
+                reopened.lease(&mac(last), now).map(|lease| lease.address),
+                Some(Ipv4Addr::new(10, 0, 1, last)),
+                "{last}"
+            );
+        }
         journal.close();
     }
 

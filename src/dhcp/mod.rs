@@ -299,9 +299,27 @@ impl DhcpService {
                 }
                 _ = expiry.tick() => {
                     let now = tokio::time::Instant::now();
-                    let dropped = self.shared.leases.lock().leases.expire(now);
-                    if dropped > 0 {
-                        tracing::debug!(dropped, "expired DHCP leases and offers");
+                    let compaction = {
+                        let mut table = self.shared.leases.lock();
+                        let dropped = table.leases.expire(now);
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "expired DHCP leases and offers");
+                        }
+                        let LeaseTable { leases, journal } = &mut *table;
+                        journal
+                            .wants_compaction()
+                            .then(|| journal.begin_compaction(leases, now))
+                    };
+                    // Outside the lock: packets keep flowing while the snapshot is written.
+                    if let Some(compaction) = compaction {
+                        let result = match compaction {
+                            Ok(compaction) => compaction.finish().await,
+                            Err(error) => Err(error),
+                        };
+                        match result {
+                            Ok(()) => tracing::debug!("DHCP lease journal compacted"),
+                            Err(error) => tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "DHCP lease journal compaction failed"),
+                        }
                     }
                 }
                 Some(ended) = loops.join_next() => {
