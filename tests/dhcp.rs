@@ -276,8 +276,22 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
             "net.eth0.ipv4_gateway=10.61.0.254",
         ],
     );
+    confluent(
+        &daemon,
+        &[
+            "nodegroupattrib",
+            "everything",
+            "dns.servers=10.61.0.53",
+            "dns.domain=cluster.example",
+        ],
+    );
     lab.set_client_mac("52:54:00:61:00:0b");
     let lease = udhcpc(&lab, dir.path(), "first", &[]);
+    assert_eq!(lease.get("dns").map(String::as_str), Some("10.61.0.53"));
+    assert_eq!(
+        lease.get("domain").map(String::as_str),
+        Some("cluster.example")
+    );
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.11"));
     assert_eq!(
         lease.get("subnet").map(String::as_str),

@@ -66,6 +66,38 @@ pub struct NodeBoot {
     pub uuid: Option<String>,
     pub pending_profile: Option<Arc<str>>,
     pub insecure: InsecureProtocols,
+    /// `dns.servers`, `dns.domain`, `ntp.servers` (IPv4 addresses only; names are skipped).
+    pub network: NetworkOptions,
+}
+
+/// DNS and NTP settings handed out with an address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkOptions {
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub ntp_servers: Vec<Ipv4Addr>,
+}
+
+fn parse_addresses(text: &str) -> Vec<Ipv4Addr> {
+    text.split([',', ' '])
+        .filter_map(|item| item.trim().parse().ok())
+        .collect()
+}
+
+impl NetworkOptions {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> NetworkOptions {
+        NetworkOptions {
+            dns_servers: lookup("dns.servers")
+                .map(|text| parse_addresses(&text))
+                .unwrap_or_default(),
+            domain: lookup("dns.domain")
+                .map(|text| text.trim().to_string())
+                .filter(|text| !text.is_empty()),
+            ntp_servers: lookup("ntp.servers")
+                .map(|text| parse_addresses(&text))
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Nodes indexed by MAC, UUID and reserved address, plus the settings for unknown machines.
@@ -79,6 +111,8 @@ pub struct Directory {
     pub discovery_boot_allowed: bool,
     /// `deployment.useinsecureprotocols` of the `everything` group, for unknown machines.
     pub default_insecure: InsecureProtocols,
+    /// DNS and NTP settings of the `everything` group, for unknown machines.
+    pub default_network: NetworkOptions,
 }
 
 fn text(store: &Store, node: &str, attribute: &str) -> Option<Arc<str>> {
@@ -131,6 +165,9 @@ impl NodeBoot {
             insecure: text(store, key, "deployment.useinsecureprotocols")
                 .map(|value| InsecureProtocols::parse(&value))
                 .unwrap_or_default(),
+            network: NetworkOptions::from_lookup(|attribute| {
+                text(store, key, attribute).map(|value| value.to_string())
+            }),
         })
     }
 }
@@ -165,6 +202,7 @@ impl Directory {
         self.default_insecure = group_text("deployment.useinsecureprotocols")
             .map(|value| InsecureProtocols::parse(&value))
             .unwrap_or_default();
+        self.default_network = NetworkOptions::from_lookup(group_text);
     }
 
     /// Re-read the given nodes (changed, created, renamed or deleted) from `store`.
@@ -380,7 +418,16 @@ mod tests {
             attribute: Arc::from("deployment.useinsecureprotocols"),
             stored: Stored::Value(Arc::from("always")),
         });
+        store.apply(&Op::GroupSet {
+            group: Arc::from("everything"),
+            attribute: Arc::from("dns.servers"),
+            stored: Stored::Value(Arc::from("10.77.0.53, ns.example, 10.77.0.54")),
+        });
         let directory = Directory::from_store(&store);
+        assert_eq!(
+            directory.default_network.dns_servers,
+            vec![Ipv4Addr::new(10, 77, 0, 53), Ipv4Addr::new(10, 77, 0, 54)]
+        );
         assert!(directory.discovery_boot_allowed);
         assert_eq!(directory.default_insecure, InsecureProtocols::Always);
         // Group values are inherited by nodes too.
@@ -388,5 +435,6 @@ mod tests {
             .by_mac(&MacAddress::parse("52:54:00:00:00:02").unwrap())
             .unwrap();
         assert_eq!(n2.insecure, InsecureProtocols::Always);
+        assert_eq!(n2.network.dns_servers.len(), 2);
     }
 }

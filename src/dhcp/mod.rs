@@ -245,6 +245,8 @@ impl DhcpService {
                 "id.uuid".into(),
                 "deployment.*".into(),
                 "discovery.*".into(),
+                "dns.*".into(),
+                "ntp.*".into(),
             ],
             collection: true,
         });

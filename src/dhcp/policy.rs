@@ -566,10 +566,21 @@ fn address_for(
 }
 
 fn network_fields(
+    directory: &Directory,
     scope: &Scope,
     node: Option<&Arc<NodeBoot>>,
     address: Option<Ipv4Addr>,
 ) -> ReplyFields {
+    // DNS and NTP: the node's attributes (inherited as usual), for unknown machines the
+    // `everything` group's, and the served interface's settings when neither has any.
+    let network = node.map_or(&directory.default_network, |node| &node.network);
+    let or_scope = |own: &Vec<Ipv4Addr>, fallback: &Vec<Ipv4Addr>| {
+        if own.is_empty() {
+            fallback.clone()
+        } else {
+            own.clone()
+        }
+    };
     // A node's own gateway for this address wins over the scope's routers.
     let node_gateway = node.and_then(|node| {
         node.interfaces
@@ -584,10 +595,10 @@ fn network_fields(
             Some(gateway) => vec![gateway],
             None => scope.routers.clone(),
         },
-        dns_servers: scope.dns_servers.clone(),
-        domain_name: scope.domain_name.clone(),
+        dns_servers: or_scope(&network.dns_servers, &scope.dns_servers),
+        domain_name: network.domain.clone().or_else(|| scope.domain_name.clone()),
         host_name: node.map(|node| node.name.to_string()),
-        ntp_servers: scope.ntp_servers.clone(),
+        ntp_servers: or_scope(&network.ntp_servers, &scope.ntp_servers),
         mtu: scope.mtu,
         ..ReplyFields::default()
     }
@@ -661,7 +672,7 @@ pub fn reply(
         }
         MessageType::Inform => {
             // RFC 2131 section 4.3.5: no lease time, no yiaddr.
-            let mut fields = network_fields(scope, node, Some(request.ciaddr));
+            let mut fields = network_fields(directory, scope, node, Some(request.ciaddr));
             let mut short_link = None;
             if let BootPlan::File(boot, _) = boot_plan(directory, node, ingress, request) {
                 with_boot(&mut fields, scope, &boot);
@@ -694,7 +705,7 @@ pub fn reply(
         BootPlan::File(boot, reason) => (Some(boot), reason),
         BootPlan::Nothing(reason) => (None, reason),
     };
-    let mut fields = network_fields(scope, node, Some(address));
+    let mut fields = network_fields(directory, scope, node, Some(address));
     fields.yiaddr = Some(address);
     lease_fields(&mut fields, scope.lease_seconds);
     let short_link = boot.as_ref().and_then(|boot| boot.short_link.clone());
@@ -900,6 +911,7 @@ mod tests {
             uuid: None,
             pending_profile: profile.map(Arc::from),
             insecure,
+            network: Default::default(),
         }
     }
 
@@ -1490,6 +1502,44 @@ mod tests {
             &request(1, 11, IPXE),
         );
         assert_eq!(again.short_link, Some(link));
+    }
+
+    #[test]
+    fn dns_and_ntp_come_from_node_then_everything_then_scope() {
+        let mut directory = directory();
+        let mut configured = node("dns", 21, None, InsecureProtocols::Never);
+        configured.network.dns_servers = vec![Ipv4Addr::new(192, 0, 2, 53)];
+        configured.network.domain = Some("node.example".into());
+        configured.network.ntp_servers = vec![Ipv4Addr::new(192, 0, 2, 123)];
+        directory.insert(configured);
+        directory.default_network.dns_servers = vec![Ipv4Addr::new(192, 0, 2, 1)];
+        let scope = scope(Mode::Full);
+        let boot = BootSettings::default();
+        let ingress = Ingress {
+            scope: &scope,
+            boot: &boot,
+            pxe_port: false,
+        };
+        let leases = FakeLeases::default();
+        let own = reply(&directory, &leases, &ingress, &request(1, 21, &[]));
+        assert_eq!(fields(&own).dns_servers, vec![Ipv4Addr::new(192, 0, 2, 53)]);
+        assert_eq!(fields(&own).domain_name.as_deref(), Some("node.example"));
+        assert_eq!(
+            fields(&own).ntp_servers,
+            vec![Ipv4Addr::new(192, 0, 2, 123)]
+        );
+        let unknown = reply(&directory, &leases, &ingress, &request(1, 222, &[]));
+        assert_eq!(
+            fields(&unknown).dns_servers,
+            vec![Ipv4Addr::new(192, 0, 2, 1)]
+        );
+        // Nothing configured on the node: the scope's settings.
+        let idle = reply(&directory, &leases, &ingress, &request(1, 12, &[]));
+        assert_eq!(fields(&idle).dns_servers, vec![SERVER]);
+        assert_eq!(
+            fields(&idle).domain_name.as_deref(),
+            Some("cluster.example")
+        );
     }
 
     #[test]
