@@ -3,9 +3,10 @@
 //! Code map, in reading order:
 //! - [`config`]: the configuration engine (nodes, groups, attributes, noderange, expressions,
 //!   journal, secrets, watchers);
-//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API);
+//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API, DHCPv4);
 //! - [`eventlog`]: the sequential log facility (events, audit, subscriptions, boot timelines,
 //!   syslog forwarding);
+//! - [`dhcp`]: the DHCPv4 service: node directory, reply policy, leases, socket loop;
 //! - [`api`]: the one resource tree and its unix-socket transport;
 //! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
 //! - [`cli`]: the multi-call `confluent` command.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dhcp;
 pub mod eventlog;
 pub mod http;
 pub mod pki;

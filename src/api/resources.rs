@@ -15,7 +15,14 @@ use crate::config::plan::{self, AttributeInput, ConfigChangeError};
 use crate::daemon::Context;
 
 /// Collections listed at the root.
-const ROOT: &[&str] = &["events/", "nodegroups/", "noderange/", "nodes/", "version"];
+const ROOT: &[&str] = &[
+    "events/",
+    "networking/",
+    "nodegroups/",
+    "noderange/",
+    "nodes/",
+    "version",
+];
 
 /// An answer: JSON messages, or messages already encoded as JSON text (the hot path of large
 /// attribute reads, which never builds a `Value` per attribute).
@@ -212,6 +219,15 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
     match (operation, segments.as_slice()) {
         (Operation::Retrieve, []) => Ok(links(ROOT.iter().copied())),
         (Operation::Retrieve, ["version"]) => Ok(vec![json!({"version": crate::VERSION})]),
+        (Operation::Retrieve, ["networking"]) => Ok(links(["dhcp/"])),
+        (Operation::Retrieve, ["networking", "dhcp"]) => Ok(links(["exchanges"])),
+        // The most recent DHCP exchanges, oldest first: "why didn't node X boot?".
+        (Operation::Retrieve, ["networking", "dhcp", "exchanges"]) => Ok(context
+            .dhcp_exchanges
+            .snapshot()
+            .into_iter()
+            .map(|exchange| json!({ "exchange": exchange }))
+            .collect()),
         (Operation::Retrieve, ["nodes"]) => {
             let names = context.config.read(|store| store.node_names_sorted());
             Ok(links(names.iter().map(|name| format!("{name}/"))))
@@ -291,7 +307,15 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
             group_attributes(context, operation, group, kind, parameters).await
         }
         (_, [first, ..])
-            if ["events", "nodes", "noderange", "nodegroups", "version"].contains(first) =>
+            if [
+                "events",
+                "nodes",
+                "noderange",
+                "nodegroups",
+                "version",
+                "networking",
+            ]
+            .contains(first) =>
         {
             Err(ApiError::new(
                 405,

@@ -71,6 +71,16 @@ struct Arguments {
     /// Delete event log segments older than this many days.
     #[arg(long, default_value_t = 90)]
     log_retain_days: u64,
+    /// Serve DHCP on an interface: IFACE=full (addresses and boot files), IFACE=proxy (boot
+    /// files only, next to another DHCP server) or IFACE=off. Repeatable.
+    #[arg(long, value_name = "IFACE=MODE")]
+    dhcp: Vec<confluent::dhcp::InterfaceMode>,
+    /// DHCP lease time in seconds.
+    #[arg(long, default_value_t = 3600)]
+    dhcp_lease_time: u32,
+    /// A subnet behind a DHCP relay (CIDR), served with its default pool. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    dhcp_relayed_subnet: Vec<ipnet::Ipv4Net>,
 }
 
 /// A listen address, or `off`.
@@ -173,6 +183,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             retain_age: Duration::from_secs(arguments.log_retain_days.max(1) * 86_400),
             ..confluent::eventlog::LogOptions::default()
         },
+        dhcp: arguments.dhcp.clone(),
+        dhcp_lease_seconds: arguments.dhcp_lease_time.max(60),
+        dhcp_relayed_subnets: arguments.dhcp_relayed_subnet.clone(),
     })
     .await?;
     tracing::info!("confluentd ready");

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::model::Op;
 
@@ -156,9 +157,13 @@ struct Torn {
     reason: String,
 }
 
-/// Decode every whole record of a file; stops at the first torn or corrupt one.
-fn decode_file(bytes: &[u8]) -> (Vec<Transaction>, Option<Torn>) {
-    let mut transactions = Vec::new();
+/// Decode every whole record of a file with `parse`; stops at the first torn or corrupt one
+/// (a payload `parse` rejects counts as corrupt).
+fn decode_file<R>(
+    bytes: &[u8],
+    parse: &impl Fn(&[u8]) -> Option<R>,
+) -> (Vec<(u64, R)>, Option<Torn>) {
+    let mut records = Vec::new();
     let mut offset = 0usize;
     while offset < bytes.len() {
         let torn = |reason: &str| Torn {
@@ -166,7 +171,7 @@ fn decode_file(bytes: &[u8]) -> (Vec<Transaction>, Option<Torn>) {
             reason: reason.to_string(),
         };
         let Some(header) = bytes.get(offset..offset + RECORD_HEADER) else {
-            return (transactions, Some(torn("truncated record header")));
+            return (records, Some(torn("truncated record header")));
         };
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -178,28 +183,44 @@ fn decode_file(bytes: &[u8]) -> (Vec<Transaction>, Option<Torn>) {
             .checked_add(length)
             .and_then(|end| bytes.get(start..end))
         else {
-            return (transactions, Some(torn("truncated record payload")));
+            return (records, Some(torn("truncated record payload")));
         };
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&seq_bytes);
         hasher.update(payload);
         if hasher.finalize() != crc {
-            return (transactions, Some(torn("checksum mismatch")));
+            return (records, Some(torn("checksum mismatch")));
         }
-        let ops: Vec<Op> = match serde_json::from_slice(payload) {
-            Ok(ops) => ops,
-            Err(_) => return (transactions, Some(torn("undecodable transaction"))),
+        let Some(record) = parse(payload) else {
+            return (records, Some(torn("undecodable record")));
         };
-        transactions.push(Transaction { seq, ops });
+        records.push((seq, record));
         offset = start + length;
     }
-    (transactions, None)
+    (records, None)
 }
 
 /// Read every transaction with a sequence number above `after`, in order. A torn tail of the
 /// newest file is cut off (so that appends continue after the last whole record); damage
 /// anywhere else is an error, because acknowledged records could follow it.
 pub fn replay(dir: &Path, after: u64) -> Result<(Vec<Transaction>, u64), JournalLoadError> {
+    let (records, last_seq) = replay_with(dir, after, |payload| {
+        serde_json::from_slice::<Vec<Op>>(payload).ok()
+    })?;
+    let transactions = records
+        .into_iter()
+        .map(|(seq, ops)| Transaction { seq, ops })
+        .collect();
+    Ok((transactions, last_seq))
+}
+
+/// [`replay`] for any record type: `parse` decodes one payload. Also used by the DHCP lease
+/// journal, which shares the framing, the writer thread and the torn-tail rule.
+pub fn replay_with<R>(
+    dir: &Path,
+    after: u64,
+    parse: impl Fn(&[u8]) -> Option<R>,
+) -> Result<(Vec<(u64, R)>, u64), JournalLoadError> {
     let files = list_files(dir)?;
     let mut result = Vec::new();
     let mut last_seq = after;
@@ -212,7 +233,7 @@ pub fn replay(dir: &Path, after: u64) -> Result<(Vec<Transaction>, u64), Journal
                 path: path.clone(),
                 source,
             })?;
-        let (transactions, torn) = decode_file(&bytes);
+        let (records, torn) = decode_file(&bytes, &parse);
         if let Some(torn) = torn {
             if index + 1 != count {
                 return Err(JournalLoadError::Corrupt {
@@ -225,7 +246,7 @@ pub fn replay(dir: &Path, after: u64) -> Result<(Vec<Transaction>, u64), Journal
                 path = %path.display(),
                 offset = torn.offset,
                 reason = %torn.reason,
-                "ignoring the torn tail of the configuration journal (a write interrupted by a crash; it was never acknowledged)"
+                "ignoring the torn tail of a journal (a write interrupted by a crash; it was never acknowledged)"
             );
             let file = OpenOptions::new()
                 .write(true)
@@ -241,19 +262,19 @@ pub fn replay(dir: &Path, after: u64) -> Result<(Vec<Transaction>, u64), Journal
                     source,
                 })?;
         }
-        for transaction in transactions {
-            if transaction.seq <= last_seq {
+        for (seq, record) in records {
+            if seq <= last_seq {
                 continue;
             }
-            if transaction.seq != last_seq + 1 {
+            if seq != last_seq + 1 {
                 return Err(JournalLoadError::Gap {
                     path: path.clone(),
                     expected: last_seq + 1,
-                    found: transaction.seq,
+                    found: seq,
                 });
             }
-            last_seq = transaction.seq;
-            result.push(transaction);
+            last_seq = seq;
+            result.push((seq, record));
         }
     }
     Ok((result, last_seq))
@@ -313,11 +334,24 @@ impl<T: Send + 'static> Journal<T> {
         next_seq: u64,
         on_durable: impl FnMut(T) + Send + 'static,
     ) -> io::Result<Journal<T>> {
+        Journal::start_named(dir, next_seq, "config-journal", Duration::ZERO, on_durable)
+    }
+
+    /// [`Journal::start`] with the writer thread named `thread_name`. With a non-zero `linger`
+    /// the writer waits that long after the first record of a batch before syncing, so that
+    /// a steady stream of small records (DHCP leases) shares one sync instead of one each.
+    pub fn start_named(
+        dir: &Path,
+        next_seq: u64,
+        thread_name: &str,
+        linger: Duration,
+        on_durable: impl FnMut(T) + Send + 'static,
+    ) -> io::Result<Journal<T>> {
         let writer = Writer::open(dir, next_seq)?;
         let (sender, receiver) = mpsc::channel::<Command<T>>();
         let thread = std::thread::Builder::new()
-            .name("config-journal".into())
-            .spawn(move || run_writer(writer, receiver, on_durable))?;
+            .name(thread_name.into())
+            .spawn(move || run_writer(writer, receiver, linger, on_durable))?;
         Ok(Journal {
             sender,
             thread: parking_lot::Mutex::new(Some(thread)),
@@ -377,6 +411,7 @@ impl<T: Send + 'static> Drop for Journal<T> {
 fn run_writer<T>(
     mut writer: Writer,
     receiver: mpsc::Receiver<Command<T>>,
+    linger: Duration,
     mut on_durable: impl FnMut(T),
 ) {
     let mut failed: Option<Arc<JournalError>> = None;
@@ -384,6 +419,9 @@ fn run_writer<T>(
     let mut stop = false;
     while !stop {
         let Ok(first) = receiver.recv() else { break };
+        if !linger.is_zero() {
+            std::thread::sleep(linger);
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {

@@ -47,6 +47,8 @@ pub struct Context {
     pub site_ca: Arc<crate::pki::SiteCa>,
     /// The `events` and `audit` logs under `paths.log`.
     pub events: Arc<EventLogs>,
+    /// Recent DHCP exchanges (empty when DHCP is not served).
+    pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
 }
 
 /// Daemon settings decided by the command line.
@@ -67,6 +69,12 @@ pub struct DaemonOptions {
     pub syslog: Option<crate::eventlog::syslog::SyslogTarget>,
     /// Rotation, retention and queue sizes of the logs.
     pub event_logs: crate::eventlog::LogOptions,
+    /// Interfaces served by the DHCP service (none: the service does not run).
+    pub dhcp: Vec<crate::dhcp::InterfaceMode>,
+    /// Lease time handed out by the DHCP service.
+    pub dhcp_lease_seconds: u32,
+    /// Subnets reached through DHCP relays.
+    pub dhcp_relayed_subnets: Vec<ipnet::Ipv4Net>,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -117,6 +125,7 @@ impl Daemon {
             admin_token: Arc::new(admin_token),
             site_ca: Arc::new(site_ca),
             events,
+            dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::default()),
         };
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
@@ -165,6 +174,25 @@ impl Daemon {
                 "tls_socket".into(),
                 service.local_addr()?.to_string().into(),
             );
+            services.push(Box::new(service));
+        }
+        if options
+            .dhcp
+            .iter()
+            .any(|served| served.mode != crate::dhcp::policy::Mode::Off)
+        {
+            let settings = crate::dhcp::DhcpSettings {
+                interfaces: options.dhcp.clone(),
+                boot: crate::dhcp::policy::BootSettings::default(),
+                lease_seconds: options.dhcp_lease_seconds,
+                lease_dir: context.paths.lib.join("dhcp"),
+                port: crate::proto::dhcp::SERVER_PORT,
+                pxe_port: crate::proto::dhcp::PXE_SERVER_PORT,
+                relayed_subnets: options.dhcp_relayed_subnets.clone(),
+                exchanges: context.dhcp_exchanges.clone(),
+            };
+            let service = crate::dhcp::DhcpService::bind(settings, context.config.clone())
+                .context("failed to start the DHCP service")?;
             services.push(Box::new(service));
         }
         // Where each listener ended up (port 0 picks a free port): for tests and tools.

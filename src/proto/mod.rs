@@ -1,3 +1,4 @@
 //! Pure protocol codecs: no I/O, no tokio, never panic on bytes.
 
+pub mod dhcp;
 pub mod tlv;

@@ -19,7 +19,21 @@ impl DaemonProcess {
     }
 
     pub fn start_with(state_dir: &Path, extra: &[&str]) -> DaemonProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_confluentd"))
+        Self::start_wrapped(state_dir, &[], extra)
+    }
+
+    /// Start under a wrapper command, e.g. `["ip", "netns", "exec", "ns1"]`.
+    pub fn start_wrapped(state_dir: &Path, wrapper: &[&str], extra: &[&str]) -> DaemonProcess {
+        let daemon = env!("CARGO_BIN_EXE_confluentd");
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(daemon);
+                command
+            }
+            None => Command::new(daemon),
+        };
+        let child = command
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--log-level", "warn"])

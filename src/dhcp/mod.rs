@@ -1,0 +1,680 @@
+//! The DHCPv4 boot service: who gets which address and boot file ([`policy`], a pure function
+//! over a [`directory`] of nodes and the [`leases`]), and the socket loop ([`DhcpService`])
+//! that feeds it packets from the served interfaces ([`socket`]) and sends its replies.
+//!
+//! Per packet: decode ([`crate::proto::dhcp`]), decide under the directory read lock and the
+//! lease lock, apply the lease change, queue its journal record, then (outside every lock)
+//! wait until the record is durable and send the reply. Every exchange is logged and kept in a
+//! small in-memory ring ([`ExchangeLog`]). A bad packet is counted and logged at debug; only
+//! socket failures end the service.
+
+pub mod directory;
+pub mod leases;
+pub mod policy;
+pub mod socket;
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ConfigEngine;
+use crate::config::watch::{ChangeSet, WatchFilter};
+use crate::proto::dhcp::{self as wire, MessageType};
+use directory::Directory;
+use leases::{LeaseJournal, Leases};
+use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
+pub use socket::DhcpBindError;
+use socket::InterfaceSocket;
+
+/// Most requests being handled at once (waiting for the lease journal); more are dropped and
+/// counted, as a client retransmits anyway.
+const MAX_IN_FLIGHT: usize = 1024;
+/// A reply not sent within this time is dropped (the client has retransmitted by then).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Exchanges kept for the API.
+const EXCHANGE_LOG_CAPACITY: usize = 1024;
+
+/// One interface to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceMode {
+    pub interface: String,
+    pub mode: Mode,
+}
+
+impl std::str::FromStr for InterfaceMode {
+    type Err = String;
+    /// `IFACE=MODE`, or `IFACE` alone for full.
+    fn from_str(text: &str) -> Result<InterfaceMode, String> {
+        let (interface, mode) = match text.split_once('=') {
+            Some((interface, mode)) => (interface, mode.parse()?),
+            None => (text, Mode::Full),
+        };
+        if interface.is_empty() {
+            return Err(format!("missing interface name in '{text}'"));
+        }
+        Ok(InterfaceMode {
+            interface: interface.to_string(),
+            mode,
+        })
+    }
+}
+
+/// Service settings from the daemon.
+#[derive(Debug, Clone)]
+pub struct DhcpSettings {
+    pub interfaces: Vec<InterfaceMode>,
+    pub boot: BootSettings,
+    pub lease_seconds: u32,
+    /// Where `leases.json` and the lease journal live.
+    pub lease_dir: PathBuf,
+    /// Server port (67; tests may use another).
+    pub port: u16,
+    /// PXE boot server port for proxy mode (4011).
+    pub pxe_port: u16,
+    /// Subnets behind DHCP relays (not attached to a served interface), served in the mode of
+    /// the interface their relayed requests arrive on, with the relay as router.
+    pub relayed_subnets: Vec<ipnet::Ipv4Net>,
+    /// Where exchanges are recorded (shared with the API).
+    pub exchanges: Arc<ExchangeLog>,
+}
+
+/// One recorded exchange: what came in, what was decided and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    pub interface: String,
+    pub xid: String,
+    pub mac: Option<String>,
+    pub message_type: &'static str,
+    pub node: Option<String>,
+    pub architecture: Option<u16>,
+    pub vendor_class: Option<String>,
+    pub user_class: Option<String>,
+    pub relay: Option<Ipv4Addr>,
+    pub reply: Option<&'static str>,
+    pub address: Option<Ipv4Addr>,
+    pub boot_file: Option<String>,
+    pub reason_code: &'static str,
+    pub reason: String,
+}
+
+/// The most recent exchanges, oldest first.
+#[derive(Debug, Default)]
+pub struct ExchangeLog {
+    entries: parking_lot::Mutex<VecDeque<Exchange>>,
+}
+
+impl ExchangeLog {
+    fn push(&self, exchange: Exchange) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= EXCHANGE_LOG_CAPACITY {
+            entries.pop_front();
+        }
+        entries.push_back(exchange);
+    }
+
+    /// A copy of the recorded exchanges.
+    pub fn snapshot(&self) -> Vec<Exchange> {
+        self.entries.lock().iter().cloned().collect()
+    }
+}
+
+/// Counters of packets that were not answered for a local reason.
+#[derive(Default)]
+pub struct DhcpCounters {
+    pub undecodable: AtomicU64,
+    pub overloaded: AtomicU64,
+    pub reply_failures: AtomicU64,
+}
+
+struct LeaseTable {
+    leases: Leases,
+    journal: LeaseJournal,
+}
+
+/// State shared by every interface loop.
+struct Shared {
+    /// Every directly served subnet and every configured relayed subnet.
+    relay_subnets: Vec<ipnet::Ipv4Net>,
+    directory: parking_lot::RwLock<Directory>,
+    leases: parking_lot::Mutex<LeaseTable>,
+    boot: BootSettings,
+    exchanges: Arc<ExchangeLog>,
+    counters: Arc<DhcpCounters>,
+    in_flight: Arc<Semaphore>,
+}
+
+struct Served {
+    socket: Arc<InterfaceSocket>,
+    scope: Arc<Scope>,
+    /// The PXE boot server socket (port 4011) of a proxy-mode interface.
+    pxe_port: bool,
+}
+
+/// The DHCP service: one socket per served interface.
+pub struct DhcpService {
+    served: Vec<Served>,
+    shared: Arc<Shared>,
+    config: Arc<ConfigEngine>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<Arc<ChangeSet>>,
+}
+
+/// Why the DHCP service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DhcpStartError {
+    #[error("cannot serve DHCP on {interface}")]
+    Bind {
+        interface: String,
+        #[source]
+        source: DhcpBindError,
+    },
+    #[error("failed to open the DHCP leases")]
+    Leases(#[source] leases::LeaseOpenError),
+}
+
+impl DhcpService {
+    /// Open the sockets, load the leases and index the nodes. Must run inside a tokio runtime.
+    pub fn bind(
+        settings: DhcpSettings,
+        config: Arc<ConfigEngine>,
+    ) -> Result<DhcpService, DhcpStartError> {
+        let mut served = Vec::new();
+        for InterfaceMode { interface, mode } in &settings.interfaces {
+            if *mode == Mode::Off {
+                continue;
+            }
+            let bind_error = |source| DhcpStartError::Bind {
+                interface: interface.clone(),
+                source,
+            };
+            let (server_address, subnet) =
+                socket::interface_address(interface).map_err(bind_error)?;
+            let socket = InterfaceSocket::bind(interface, settings.port).map_err(bind_error)?;
+            let scope = Scope {
+                mode: *mode,
+                server_address,
+                subnet,
+                pool: Pool::default_for(subnet),
+                routers: Vec::new(),
+                dns_servers: Vec::new(),
+                domain_name: None,
+                ntp_servers: Vec::new(),
+                mtu: None,
+                lease_seconds: settings.lease_seconds,
+            };
+            tracing::info!(
+                interface = %interface,
+                mode = ?mode,
+                server = %server_address,
+                subnet = %subnet,
+                pool = ?scope.pool,
+                "serving DHCP"
+            );
+            let scope = Arc::new(scope);
+            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1).
+            if *mode == Mode::Proxy {
+                let pxe_socket =
+                    InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?;
+                served.push(Served {
+                    socket: Arc::new(pxe_socket),
+                    scope: scope.clone(),
+                    pxe_port: true,
+                });
+            }
+            served.push(Served {
+                socket: Arc::new(socket),
+                scope,
+                pxe_port: false,
+            });
+        }
+        // Watch before indexing, so no change between the two is missed.
+        let changes = config.watch(WatchFilter {
+            nodes: None,
+            attributes: vec![
+                "net.*".into(),
+                "id.uuid".into(),
+                "deployment.*".into(),
+                "discovery.*".into(),
+                "dns.*".into(),
+                "ntp.*".into(),
+            ],
+            collection: true,
+        });
+        let directory = config.read(Directory::from_store);
+        let (leases, journal) =
+            LeaseJournal::open(&settings.lease_dir, tokio::time::Instant::now())
+                .map_err(DhcpStartError::Leases)?;
+        let mut relay_subnets: Vec<ipnet::Ipv4Net> =
+            served.iter().map(|served| served.scope.subnet).collect();
+        relay_subnets.extend(settings.relayed_subnets.iter().copied());
+        let shared = Arc::new(Shared {
+            relay_subnets,
+            directory: parking_lot::RwLock::new(directory),
+            leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
+            boot: settings.boot,
+            exchanges: settings.exchanges.clone(),
+            counters: Arc::new(DhcpCounters::default()),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        });
+        Ok(DhcpService {
+            served,
+            shared,
+            config,
+            changes,
+        })
+    }
+
+    /// The exchange log, for the API.
+    pub fn exchanges(&self) -> Arc<ExchangeLog> {
+        self.shared.exchanges.clone()
+    }
+
+    pub fn counters(&self) -> Arc<DhcpCounters> {
+        self.shared.counters.clone()
+    }
+
+    async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let mut loops = tokio::task::JoinSet::new();
+        for served in self.served.drain(..) {
+            let shared = self.shared.clone();
+            let shutdown = shutdown.clone();
+            let tracker = tracker.clone();
+            loops.spawn(async move { receive_loop(served, shared, tracker, shutdown).await });
+        }
+        let mut expiry = tokio::time::interval(Duration::from_secs(60));
+        let result = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                Some(changes) = self.changes.recv() => {
+                    refresh_directory(&self.shared, &self.config, &changes);
+                }
+                _ = expiry.tick() => {
+                    let now = tokio::time::Instant::now();
+                    let compaction = {
+                        let mut table = self.shared.leases.lock();
+                        let dropped = table.leases.expire(now);
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "expired DHCP leases and offers");
+                        }
+                        let LeaseTable { leases, journal } = &mut *table;
+                        journal
+                            .wants_compaction()
+                            .then(|| journal.begin_compaction(leases, now))
+                    };
+                    // Outside the lock: packets keep flowing while the snapshot is written.
+                    if let Some(compaction) = compaction {
+                        let result = match compaction {
+                            Ok(compaction) => compaction.finish().await,
+                            Err(error) => Err(error),
+                        };
+                        match result {
+                            Ok(()) => tracing::debug!("DHCP lease journal compacted"),
+                            Err(error) => tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "DHCP lease journal compaction failed"),
+                        }
+                    }
+                }
+                Some(ended) = loops.join_next() => {
+                    // A receive loop only ends on a socket failure.
+                    break match ended {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(error)) => Err(error),
+                        Err(error) => Err(anyhow::anyhow!("DHCP receive loop panicked: {error}")),
+                    };
+                }
+            }
+        };
+        shutdown.cancel();
+        while loops.join_next().await.is_some() {}
+        tracker.close();
+        tracker.wait().await;
+        self.shared.leases.lock().journal.close();
+        result
+    }
+}
+
+impl crate::daemon::Service for DhcpService {
+    fn name(&self) -> &'static str {
+        "dhcp"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin((*self).serve(shutdown))
+    }
+}
+
+/// Re-read the nodes a committed change touched.
+fn refresh_directory(shared: &Shared, config: &ConfigEngine, changes: &ChangeSet) {
+    let mut names: Vec<Arc<str>> = changes.node_attributes.keys().cloned().collect();
+    names.extend(changes.nodes_created.iter().cloned());
+    names.extend(changes.nodes_deleted.iter().cloned());
+    for (from, to) in &changes.nodes_renamed {
+        names.push(from.clone());
+        names.push(to.clone());
+    }
+    // Read the configuration first, then take the directory lock only to swap entries in.
+    let (nodes, globals) = config.read(|store| {
+        let nodes: Vec<(Arc<str>, Option<directory::NodeBoot>)> = names
+            .iter()
+            .map(|name| (name.clone(), directory::NodeBoot::from_store(store, name)))
+            .collect();
+        let mut globals = Directory::default();
+        globals.refresh_globals(store);
+        (nodes, globals)
+    });
+    let mut directory = shared.directory.write();
+    directory.discovery_boot_allowed = globals.discovery_boot_allowed;
+    directory.default_insecure = globals.default_insecure;
+    for (name, node) in nodes {
+        directory.remove(&name);
+        if let Some(node) = node {
+            directory.insert(node);
+        }
+    }
+    tracing::debug!(
+        nodes = names.len(),
+        seq = changes.seq,
+        "DHCP directory refreshed"
+    );
+}
+
+async fn receive_loop(
+    served: Served,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut buffer = vec![0u8; wire::MAX_MESSAGE_LENGTH + 1];
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            received = served.socket.receive(&mut buffer) => received,
+        };
+        let received = match received {
+            Ok(received) => received,
+            // Datagram-level errors (ICMP feedback, interruptions) are not fatal.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkUnreachable
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                tracing::debug!(interface = %served.socket.interface, error = %error, "DHCP receive error");
+                continue;
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("DHCP socket on {} failed", served.socket.interface)));
+            }
+        };
+        let datagram = buffer.get(..received.length).unwrap_or_default();
+        let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+            shared.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        handle_datagram(
+            &served,
+            &shared,
+            &tracker,
+            datagram,
+            received.source,
+            permit,
+        );
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Decode, decide, apply; queue the send (after durability) on the tracker.
+fn handle_datagram(
+    served: &Served,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    datagram: &[u8],
+    source: SocketAddrV4,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let interface = &served.socket.interface;
+    let request = match wire::decode_request(datagram) {
+        Ok(request) => request,
+        Err(error) => {
+            shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(interface = %interface, error = %error, "ignoring an undecodable DHCP datagram");
+            return;
+        }
+    };
+    // RFC 2131 section 4.3.1: a relayed client is on the relay's (giaddr's) subnet.
+    let relayed_scope;
+    let scope: &Scope = if request.giaddr.is_unspecified()
+        || served.scope.subnet.contains(&request.giaddr)
+    {
+        &served.scope
+    } else {
+        match shared
+            .relay_subnets
+            .iter()
+            .find(|subnet| subnet.contains(&request.giaddr))
+        {
+            Some(subnet) => {
+                relayed_scope = Scope {
+                    subnet: *subnet,
+                    pool: Pool::default_for(*subnet),
+                    routers: vec![request.giaddr],
+                    ..(*served.scope).clone()
+                };
+                &relayed_scope
+            }
+            None => {
+                let decision = policy::Decision::silent(
+                    policy::Reason::UnknownRelaySubnet(request.giaddr),
+                    None,
+                );
+                tracing::info!(interface = %interface, xid = %format!("{:08x}", request.xid), reason = decision.reason.code(), "DHCP exchange: {}", decision.reason);
+                return;
+            }
+        }
+    };
+    let ingress = Ingress {
+        scope,
+        boot: &shared.boot,
+        pxe_port: served.pxe_port,
+    };
+    let now = tokio::time::Instant::now();
+    let (decision, durable) = {
+        let directory = shared.directory.read();
+        let mut table = shared.leases.lock();
+        let decision = policy::reply(&directory, &table.leases.at(now), &ingress, &request);
+        let mut durable = None;
+        if let (Some(mac), change) = (request.mac, decision.lease)
+            && change != LeaseChange::None
+        {
+            let reserved_for_mac = match change {
+                LeaseChange::Offer { address } | LeaseChange::Bind { address, .. } => directory
+                    .reserved_for(address)
+                    .is_some_and(|node| Some(&node.name) == decision.node.as_ref()),
+                _ => false,
+            };
+            match table.leases.apply(mac, change, reserved_for_mac, now) {
+                Ok(Some(record)) => match table.journal.append(&record) {
+                    Ok(wait) => durable = Some(wait),
+                    Err(error) => {
+                        tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "lease journal refused a record; not replying");
+                        return;
+                    }
+                },
+                Ok(None) => {}
+                Err(conflict) => {
+                    tracing::warn!(interface = %interface, error = %conflict, mac = %mac, "lease conflict; not replying");
+                    return;
+                }
+            }
+        }
+        (decision, durable)
+    };
+    let (reply_type, fields) = match &decision.action {
+        Action::Respond {
+            message_type,
+            fields,
+        } => (Some(*message_type), Some(fields)),
+        Action::NoResponse => (None, None),
+    };
+    let exchange = Exchange {
+        time: unix_now(),
+        interface: interface.clone(),
+        xid: format!("{:08x}", request.xid),
+        mac: request.mac.map(|mac| mac.to_string()),
+        message_type: request.message_type.name(),
+        node: decision.node.as_deref().map(str::to_string),
+        architecture: request.architecture().map(|architecture| architecture.0),
+        vendor_class: request.vendor_class_text(),
+        user_class: request
+            .user_class
+            .as_deref()
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned()),
+        relay: (!request.giaddr.is_unspecified()).then_some(request.giaddr),
+        reply: reply_type.map(MessageType::name),
+        address: fields.and_then(|fields| fields.yiaddr),
+        boot_file: fields.and_then(|fields| fields.boot_file.clone()),
+        reason_code: decision.reason.code(),
+        reason: decision.reason.to_string(),
+    };
+    tracing::info!(
+        interface = %exchange.interface,
+        xid = %exchange.xid,
+        mac = exchange.mac.as_deref().unwrap_or("-"),
+        msg_type = exchange.message_type,
+        node = exchange.node.as_deref().unwrap_or("-"),
+        arch = ?exchange.architecture,
+        vendor_class = exchange.vendor_class.as_deref().unwrap_or("-"),
+        relay = ?exchange.relay,
+        reply = exchange.reply.unwrap_or("none"),
+        address = ?exchange.address,
+        boot_file = exchange.boot_file.as_deref().unwrap_or("-"),
+        reason = exchange.reason_code,
+        "DHCP exchange: {}",
+        exchange.reason
+    );
+    shared.exchanges.push(exchange);
+    let Action::Respond {
+        message_type,
+        fields,
+    } = decision.action
+    else {
+        return;
+    };
+    let payload = match wire::encode_reply(&request, message_type, &fields) {
+        Ok(payload) => payload,
+        Err(error) => {
+            shared
+                .counters
+                .reply_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %error, "failed to encode a DHCP reply");
+            return;
+        }
+    };
+    // RFC 2131 section 4.1: relayed -> the relay's server port; a client with an address
+    // (renewing, INFORM) -> unicast; otherwise broadcast on the ingress interface.
+    let destination = if served.pxe_port && !source.ip().is_unspecified() {
+        // A boot server request on port 4011 is answered to where it came from.
+        source
+    } else if !request.giaddr.is_unspecified() {
+        SocketAddrV4::new(request.giaddr, wire::SERVER_PORT)
+    } else if !request.ciaddr.is_unspecified() && message_type != MessageType::Nak {
+        SocketAddrV4::new(request.ciaddr, wire::CLIENT_PORT)
+    } else {
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::CLIENT_PORT)
+    };
+    let socket = served.socket.clone();
+    let source_address = served.scope.server_address;
+    let counters = shared.counters.clone();
+    tracker.spawn(async move {
+        let _permit = permit;
+        let send = async {
+            if let Some(durable) = durable {
+                durable.await.map_err(|error| format!("{error}"))?;
+            }
+            socket
+                .send(&payload, destination, source_address)
+                .await
+                .map_err(|error| format!("send to {destination}: {error}"))
+        };
+        match tokio::time::timeout(REPLY_TIMEOUT, send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                counters.reply_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, "DHCP reply not sent");
+            }
+            Err(_) => {
+                counters.reply_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("DHCP reply not sent within {REPLY_TIMEOUT:?}");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_mode_parses() {
+        assert_eq!(
+            "eth0=proxy".parse::<InterfaceMode>().unwrap(),
+            InterfaceMode {
+                interface: "eth0".into(),
+                mode: Mode::Proxy
+            }
+        );
+        assert_eq!("br0".parse::<InterfaceMode>().unwrap().mode, Mode::Full);
+        assert!("eth0=sometimes".parse::<InterfaceMode>().is_err());
+        assert!("=full".parse::<InterfaceMode>().is_err());
+    }
+
+    #[test]
+    fn exchange_log_is_bounded() {
+        let log = ExchangeLog::default();
+        for index in 0..(EXCHANGE_LOG_CAPACITY + 5) {
+            log.push(Exchange {
+                time: 0,
+                interface: "x".into(),
+                xid: index.to_string(),
+                mac: None,
+                message_type: "DISCOVER",
+                node: None,
+                architecture: None,
+                vendor_class: None,
+                user_class: None,
+                relay: None,
+                reply: None,
+                address: None,
+                boot_file: None,
+                reason_code: "mode_off",
+                reason: String::new(),
+            });
+        }
+        let entries = log.snapshot();
+        assert_eq!(entries.len(), EXCHANGE_LOG_CAPACITY);
+        assert_eq!(entries[0].xid, "5");
+    }
+}

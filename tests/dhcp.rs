@@ -1,0 +1,900 @@
+//! The DHCP service against real clients (busybox `udhcpc`, ISC `dhclient`) in network
+//! namespaces created by each test: a server namespace running `confluentd --dhcp`, a client
+//! namespace joined to it by a veth pair. Needs root and the clients (`tests/run` installs
+//! them); without them the tests fail with a message saying so.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::DaemonProcess;
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+fn run(program: &str, arguments: &[&str]) {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {arguments:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    assert!(
+        found,
+        "{tool} is missing: apt-get install -y {package} (tests/run installs it when run as root)"
+    );
+}
+
+fn require_lab_tools() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the DHCP tests create network namespaces and bind port 67: run them as root (tests/run)"
+    );
+    require("ip", "iproute2");
+    require("udhcpc", "udhcpc");
+    require("dhclient", "isc-dhcp-client");
+}
+
+/// Two namespaces joined by a veth pair; deleted on drop (also when a test fails).
+struct Lab {
+    server: String,
+    client: String,
+    server_interface: String,
+    client_interface: String,
+}
+
+impl Lab {
+    /// `subnet_prefix` like "10.61.0" (a /24; the server is .1).
+    fn new(subnet_prefix: &str) -> Lab {
+        require_lab_tools();
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab {
+            server: format!("cfdhcp-s{id}"),
+            client: format!("cfdhcp-c{id}"),
+            server_interface: format!("ds{id}"),
+            client_interface: format!("dc{id}"),
+        };
+        run("ip", &["netns", "add", &lab.server]);
+        run("ip", &["netns", "add", &lab.client]);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &lab.server_interface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lab.client_interface,
+            ],
+        );
+        run(
+            "ip",
+            &["link", "set", &lab.server_interface, "netns", &lab.server],
+        );
+        run(
+            "ip",
+            &["link", "set", &lab.client_interface, "netns", &lab.client],
+        );
+        let server_address = format!("{subnet_prefix}.1/24");
+        run(
+            "ip",
+            &[
+                "-n",
+                &lab.server,
+                "addr",
+                "add",
+                &server_address,
+                "dev",
+                &lab.server_interface,
+            ],
+        );
+        for (namespace, interface) in [
+            (&lab.server, &lab.server_interface),
+            (&lab.client, &lab.client_interface),
+        ] {
+            run("ip", &["-n", namespace, "link", "set", interface, "up"]);
+            run("ip", &["-n", namespace, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn set_client_mac(&self, mac: &str) {
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "link",
+                "set",
+                &self.client_interface,
+                "address",
+                mac,
+            ],
+        );
+    }
+
+    fn start_daemon(&self, state_dir: &Path) -> DaemonProcess {
+        let dhcp = format!("{}=full", self.server_interface);
+        DaemonProcess::start_wrapped(
+            state_dir,
+            &["ip", "netns", "exec", &self.server],
+            &["--dhcp", &dhcp],
+        )
+    }
+
+    fn in_client(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.client, program]);
+        command
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair and with it the other end.
+        for namespace in [&self.client, &self.server] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args(arguments)
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .expect("run confluent");
+    assert!(
+        output.status.success(),
+        "confluent {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A client script that writes its environment (the options it received) to a file when it
+/// gets a lease.
+fn env_script(dir: &Path, name: &str, trigger_variable: &str) -> (PathBuf, PathBuf) {
+    let output = dir.join(format!("{name}.env"));
+    let script = dir.join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ -n \"${trigger_variable}\" ]; then env > {}.tmp; mv {}.tmp {}; fi\nexit 0\n",
+            output.display(),
+            output.display(),
+            output.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, output)
+}
+
+fn read_env(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Run busybox udhcpc once (`-q`: quit after the lease) and return the lease environment.
+fn udhcpc(
+    lab: &Lab,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> std::collections::HashMap<String, String> {
+    let (script, output) = env_script(dir, name, "ip");
+    let status = lab
+        .in_client("timeout")
+        .args(["30", "udhcpc", "-i", &lab.client_interface])
+        .args(["-n", "-q", "-f", "-t", "5", "-T", "2", "-s"])
+        .arg(&script)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run udhcpc");
+    assert!(status.success(), "udhcpc got no lease ({status})");
+    read_env(&output)
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run ISC dhclient in the foreground until its script reports a bound lease.
+fn dhclient(lab: &Lab, dir: &Path) -> std::collections::HashMap<String, String> {
+    let (script, output) = env_script(dir, "dhclient", "new_ip_address");
+    let leases = dir.join("dhclient.leases");
+    let pid = dir.join("dhclient.pid");
+    let child = lab
+        .in_client("dhclient")
+        .args(["-1", "-d", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(&leases)
+        .arg("-pf")
+        .arg(&pid)
+        .arg(&lab.client_interface)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dhclient");
+    // `ip netns exec` execs dhclient, so this pid is dhclient's own.
+    let _child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !output.exists() {
+        assert!(Instant::now() < deadline, "dhclient got no lease in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    read_env(&output)
+}
+
+#[test]
+fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() {
+    let lab = Lab::new("10.61.0");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = lab.start_daemon(&dir.path().join("state"));
+    // Defined after the daemon started: the service sees it through the config watcher.
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "n1",
+            "net.eth0.hwaddr=52:54:00:61:00:0b",
+            "net.eth0.ipv4_address=10.61.0.11/24",
+            "net.eth0.ipv4_gateway=10.61.0.254",
+        ],
+    );
+    confluent(
+        &daemon,
+        &[
+            "nodegroupattrib",
+            "everything",
+            "dns.servers=10.61.0.53",
+            "dns.domain=cluster.example",
+        ],
+    );
+    lab.set_client_mac("52:54:00:61:00:0b");
+    let lease = udhcpc(&lab, dir.path(), "first", &[]);
+    assert_eq!(lease.get("dns").map(String::as_str), Some("10.61.0.53"));
+    assert_eq!(
+        lease.get("domain").map(String::as_str),
+        Some("cluster.example")
+    );
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.11"));
+    assert_eq!(
+        lease.get("subnet").map(String::as_str),
+        Some("255.255.255.0")
+    );
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.61.0.254"));
+    assert_eq!(lease.get("hostname").map(String::as_str), Some("n1"));
+    assert_eq!(lease.get("serverid").map(String::as_str), Some("10.61.0.1"));
+    assert_eq!(lease.get("lease").map(String::as_str), Some("3600"));
+    assert!(
+        lease.get("boot_file").is_none_or(String::is_empty),
+        "{lease:?}"
+    );
+
+    // A new address for the node is handed out on the next exchange.
+    confluent(
+        &daemon,
+        &["nodeattrib", "n1", "net.eth0.ipv4_address=10.61.0.12/24"],
+    );
+    let lease = udhcpc(&lab, dir.path(), "second", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
+
+    // A pending profile (and insecure protocols allowed) adds the boot file for UEFI PXE.
+    confluent(
+        &daemon,
+        &[
+            "nodeattrib",
+            "n1",
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let lease = udhcpc(
+        &lab,
+        dir.path(),
+        "pxe",
+        &[
+            "-V",
+            "PXEClient:Arch:00007:UNDI:003016",
+            "-x",
+            "0x5d:0007",
+            "-O",
+            "bootfile",
+        ],
+    );
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
+    assert_eq!(
+        lease.get("boot_file").map(String::as_str),
+        Some("x86_64/ipxe.efi"),
+        "{lease:?}"
+    );
+    assert_eq!(lease.get("siaddr").map(String::as_str), Some("10.61.0.1"));
+    // The iPXE stage of the same machine (same MAC) gets the same address and its script.
+    let lease = udhcpc(
+        &lab,
+        dir.path(),
+        "ipxe",
+        &[
+            "-V",
+            "PXEClient:Arch:00007:UNDI:003016",
+            "-x",
+            "0x5d:0007",
+            "-x",
+            "0x4d:69505845",
+            "-O",
+            "bootfile",
+        ],
+    );
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
+    assert_eq!(
+        lease.get("boot_file").map(String::as_str),
+        Some("http://10.61.0.1:80/boot/by-mac/52:54:00:61:00:0b/boot.ipxe"),
+        "{lease:?}"
+    );
+
+    // "Why did n1 boot?": every exchange is recorded with its decision and reason.
+    let messages = daemon
+        .client()
+        .request(
+            "retrieve",
+            "/networking/dhcp/exchanges",
+            serde_json::json!({}),
+        )
+        .expect("retrieve exchanges");
+    let exchanges: Vec<&serde_json::Value> = messages
+        .iter()
+        .filter_map(|message| message.get("exchange"))
+        .collect();
+    assert!(exchanges.len() >= 8, "{messages:?}");
+    let pxe_offer = exchanges
+        .iter()
+        .find(|exchange| {
+            exchange["message_type"] == "DISCOVER" && exchange["boot_file"] == "x86_64/ipxe.efi"
+        })
+        .unwrap_or_else(|| panic!("no PXE offer recorded: {exchanges:?}"));
+    assert_eq!(pxe_offer["node"], "n1");
+    assert_eq!(pxe_offer["mac"], "52:54:00:61:00:0b");
+    assert_eq!(pxe_offer["architecture"], 7);
+    assert_eq!(pxe_offer["reply"], "OFFER");
+    assert_eq!(pxe_offer["address"], "10.61.0.12");
+    assert_eq!(pxe_offer["reason_code"], "boot_chain");
+    assert_eq!(
+        pxe_offer["vendor_class"],
+        "PXEClient:Arch:00007:UNDI:003016"
+    );
+    assert!(
+        exchanges
+            .iter()
+            .any(|exchange| exchange["reason_code"] == "not_a_boot_client"),
+        "{exchanges:?}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn dhclient_gets_its_reservation() {
+    let lab = Lab::new("10.62.0");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = lab.start_daemon(&dir.path().join("state"));
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "d1",
+            "net.hwaddr=52:54:00:62:00:21",
+            "net.ipv4_address=10.62.0.21",
+        ],
+    );
+    lab.set_client_mac("52:54:00:62:00:21");
+    let lease = dhclient(&lab, dir.path());
+    assert_eq!(
+        lease.get("new_ip_address").map(String::as_str),
+        Some("10.62.0.21"),
+        "{lease:?}"
+    );
+    assert_eq!(
+        lease.get("new_subnet_mask").map(String::as_str),
+        Some("255.255.255.0")
+    );
+    assert_eq!(lease.get("new_host_name").map(String::as_str), Some("d1"));
+    assert_eq!(
+        lease.get("new_dhcp_server_identifier").map(String::as_str),
+        Some("10.62.0.1")
+    );
+    daemon.stop();
+}
+
+#[test]
+fn unknown_macs_get_pool_addresses_that_survive_a_restart() {
+    let lab = Lab::new("10.63.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let daemon = lab.start_daemon(&state);
+    // A reservation inside the pool is never handed to another MAC.
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "r1",
+            "net.hwaddr=52:54:00:63:00:99",
+            "net.ipv4_address=10.63.0.128",
+        ],
+    );
+    lab.set_client_mac("52:54:00:63:00:01");
+    let first = udhcpc(&lab, dir.path(), "first", &[]);
+    assert_eq!(first.get("ip").map(String::as_str), Some("10.63.0.129"));
+    // The same MAC again: the same lease.
+    let again = udhcpc(&lab, dir.path(), "again", &[]);
+    assert_eq!(again.get("ip").map(String::as_str), Some("10.63.0.129"));
+    assert_eq!(daemon.stop().code(), Some(0));
+
+    // After a restart the lease is still known: the next MAC gets the next address.
+    let daemon = lab.start_daemon(&state);
+    lab.set_client_mac("52:54:00:63:00:02");
+    let second = udhcpc(&lab, dir.path(), "second", &[]);
+    assert_eq!(second.get("ip").map(String::as_str), Some("10.63.0.130"));
+    daemon.stop();
+}
+
+/// Namespaces deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for namespace in self.0.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn veth(left_namespace: &str, left: &str, right_namespace: &str, right: &str) {
+    run(
+        "ip",
+        &["link", "add", left, "type", "veth", "peer", "name", right],
+    );
+    run("ip", &["link", "set", left, "netns", left_namespace]);
+    run("ip", &["link", "set", right, "netns", right_namespace]);
+    run("ip", &["-n", left_namespace, "link", "set", left, "up"]);
+    run("ip", &["-n", right_namespace, "link", "set", right, "up"]);
+}
+
+#[test]
+fn relayed_client_gets_an_address_on_its_own_subnet() {
+    require_lab_tools();
+    require("dhcrelay", "isc-dhcp-relay");
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+    );
+    let (server, relay, client) = (
+        format!("cfdhcp-s{id}"),
+        format!("cfdhcp-r{id}"),
+        format!("cfdhcp-c{id}"),
+    );
+    let _namespaces = Namespaces(vec![server.clone(), relay.clone(), client.clone()]);
+    for namespace in [&server, &relay, &client] {
+        run("ip", &["netns", "add", namespace]);
+        run("ip", &["-n", namespace, "link", "set", "lo", "up"]);
+    }
+    let (server_if, relay_up, relay_down, client_if) = (
+        format!("ds{id}"),
+        format!("ru{id}"),
+        format!("rd{id}"),
+        format!("dc{id}"),
+    );
+    veth(&server, &server_if, &relay, &relay_up);
+    veth(&relay, &relay_down, &client, &client_if);
+    run(
+        "ip",
+        &[
+            "-n",
+            &server,
+            "addr",
+            "add",
+            "10.64.0.1/24",
+            "dev",
+            &server_if,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &relay,
+            "addr",
+            "add",
+            "10.64.0.2/24",
+            "dev",
+            &relay_up,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &relay,
+            "addr",
+            "add",
+            "10.64.1.1/24",
+            "dev",
+            &relay_down,
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &server,
+            "route",
+            "add",
+            "10.64.1.0/24",
+            "via",
+            "10.64.0.2",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dhcp = format!("{server_if}=full");
+    let daemon = DaemonProcess::start_wrapped(
+        &dir.path().join("state"),
+        &["ip", "netns", "exec", &server],
+        &["--dhcp", &dhcp, "--dhcp-relayed-subnet", "10.64.1.0/24"],
+    );
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "behind-relay",
+            "net.hwaddr=52:54:00:64:01:14",
+            "net.ipv4_address=10.64.1.20/24",
+        ],
+    );
+    let relay_pid = dir.path().join("relay.pid");
+    let relay_process = Command::new("ip")
+        .args(["netns", "exec", &relay, "dhcrelay", "-4", "-d", "-q", "-a"])
+        .arg("-pf")
+        .arg(&relay_pid)
+        .args(["-id", &relay_down, "-iu", &relay_up, "10.64.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dhcrelay");
+    let _relay_process = KillOnDrop(relay_process);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let lab = Lab {
+        server: String::new(),
+        client: client.clone(),
+        server_interface: server_if.clone(),
+        client_interface: client_if.clone(),
+    };
+    lab.set_client_mac("52:54:00:64:01:14");
+    let lease = udhcpc(&lab, dir.path(), "reserved", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.20"));
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.64.1.1"));
+    assert_eq!(lease.get("serverid").map(String::as_str), Some("10.64.0.1"));
+    lab.set_client_mac("52:54:00:64:01:99");
+    let lease = udhcpc(&lab, dir.path(), "pool", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.128"));
+    daemon.stop();
+}
+
+/// Boot a QEMU machine (TCG; PVM KVM cannot run firmware) on a tap device in a served
+/// namespace and wait until the exchange log shows the ACK of the expected boot file to it.
+fn firmware_gets_boot_file(subnet_prefix: &str, mac: &str, qemu_extra: &[&str], expected: &str) {
+    require_lab_tools();
+    require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu ovmf");
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+    );
+    let server = format!("cfdhcp-q{id}");
+    let tap = format!("tq{id}");
+    let _namespaces = Namespaces(vec![server.clone()]);
+    run("ip", &["netns", "add", &server]);
+    run("ip", &["-n", &server, "link", "set", "lo", "up"]);
+    run(
+        "ip",
+        &["-n", &server, "tuntap", "add", "dev", &tap, "mode", "tap"],
+    );
+    let address = format!("{subnet_prefix}.1/24");
+    run("ip", &["-n", &server, "addr", "add", &address, "dev", &tap]);
+    run("ip", &["-n", &server, "link", "set", &tap, "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let dhcp = format!("{tap}=full");
+    let daemon = DaemonProcess::start_wrapped(
+        &dir.path().join("state"),
+        &["ip", "netns", "exec", &server],
+        &["--dhcp", &dhcp],
+    );
+    let hwaddr = format!("net.eth0.hwaddr={mac}");
+    let reserved = format!("net.eth0.ipv4_address={subnet_prefix}.21/24");
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "fw1",
+            &hwaddr,
+            &reserved,
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+    let qemu = Command::new("ip")
+        .args(["netns", "exec", &server, "qemu-system-x86_64"])
+        .args([
+            "-accel",
+            "tcg",
+            "-nographic",
+            "-boot",
+            "n",
+            "-netdev",
+            &netdev,
+        ])
+        .args(qemu_extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run qemu");
+    let _qemu = KillOnDrop(qemu);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/networking/dhcp/exchanges",
+                serde_json::json!({}),
+            )
+            .expect("retrieve exchanges");
+        let exchanges: Vec<&serde_json::Value> = messages
+            .iter()
+            .filter_map(|message| message.get("exchange"))
+            .collect();
+        // An ACK means the firmware accepted our OFFER (boot file included) and requested it.
+        if exchanges.iter().any(|exchange| {
+            exchange["reply"] == "ACK"
+                && exchange["node"] == "fw1"
+                && exchange["boot_file"] == expected
+                && exchange["address"] == format!("{subnet_prefix}.21")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ACK with {expected} within 240 s; exchanges: {exchanges:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    daemon.stop();
+}
+
+#[test]
+fn qemu_bios_ipxe_rom_gets_its_boot_script_url() {
+    // QEMU's NIC option ROM is iPXE (user class iPXE, architecture 0).
+    firmware_gets_boot_file(
+        "10.65.0",
+        "52:54:00:65:00:01",
+        &[
+            "-m",
+            "256",
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:65:00:01",
+        ],
+        "http://10.65.0.1:80/boot/by-mac/52:54:00:65:00:01/boot.ipxe",
+    );
+}
+
+#[test]
+fn qemu_ovmf_native_uefi_pxe_gets_ipxe_efi() {
+    // No option ROM (romfile=): OVMF's own PXE client, architecture 7, over TFTP.
+    let dir = tempfile::tempdir().unwrap();
+    let variables = dir.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &variables)
+        .expect("OVMF_VARS.fd: apt-get install -y ovmf");
+    let code = "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd".to_string();
+    let variables = format!("if=pflash,format=raw,file={}", variables.display());
+    firmware_gets_boot_file(
+        "10.66.0",
+        "52:54:00:66:00:01",
+        &[
+            "-m",
+            "512",
+            "-drive",
+            &code,
+            "-drive",
+            &variables,
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:66:00:01,romfile=",
+        ],
+        "x86_64/ipxe.efi",
+    );
+}
+
+#[test]
+fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
+    require_lab_tools();
+    require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu");
+    require("dnsmasq", "dnsmasq-base");
+    let id = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+    );
+    let (server, site) = (format!("cfdhcp-p{id}"), format!("cfdhcp-d{id}"));
+    let _namespaces = Namespaces(vec![server.clone(), site.clone()]);
+    for namespace in [&server, &site] {
+        run("ip", &["netns", "add", namespace]);
+        run("ip", &["-n", namespace, "link", "set", "lo", "up"]);
+    }
+    // One segment: a bridge in the server namespace with the machine's tap and a veth to the
+    // site DHCP server's namespace.
+    let (bridge, tap, our_port, site_if) = (
+        format!("br{id}"),
+        format!("tp{id}"),
+        format!("vp{id}"),
+        format!("vd{id}"),
+    );
+    run(
+        "ip",
+        &["-n", &server, "link", "add", &bridge, "type", "bridge"],
+    );
+    run(
+        "ip",
+        &["-n", &server, "addr", "add", "10.67.0.1/24", "dev", &bridge],
+    );
+    run("ip", &["-n", &server, "link", "set", &bridge, "up"]);
+    run(
+        "ip",
+        &["-n", &server, "tuntap", "add", "dev", &tap, "mode", "tap"],
+    );
+    run(
+        "ip",
+        &["-n", &server, "link", "set", &tap, "master", &bridge],
+    );
+    run("ip", &["-n", &server, "link", "set", &tap, "up"]);
+    veth(&server, &our_port, &site, &site_if);
+    run(
+        "ip",
+        &["-n", &server, "link", "set", &our_port, "master", &bridge],
+    );
+    run(
+        "ip",
+        &["-n", &site, "addr", "add", "10.67.0.2/24", "dev", &site_if],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let interface = format!("--interface={site_if}");
+    let leases = format!(
+        "--dhcp-leasefile={}",
+        dir.path().join("dnsmasq.leases").display()
+    );
+    let pid = format!("--pid-file={}", dir.path().join("dnsmasq.pid").display());
+    let dnsmasq = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &site,
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+        ])
+        .args(["--port=0", "--bind-interfaces", &interface, &leases, &pid])
+        .args([
+            "--dhcp-range=10.67.0.100,10.67.0.150,255.255.255.0,1h",
+            "--no-ping",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dnsmasq");
+    let _dnsmasq = KillOnDrop(dnsmasq);
+
+    let dhcp = format!("{bridge}=proxy");
+    let daemon = DaemonProcess::start_wrapped(
+        &dir.path().join("state"),
+        &["ip", "netns", "exec", &server],
+        &["--dhcp", &dhcp],
+    );
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "px1",
+            "net.eth0.hwaddr=52:54:00:67:00:01",
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+    let qemu = Command::new("ip")
+        .args(["netns", "exec", &server, "qemu-system-x86_64"])
+        .args(["-accel", "tcg", "-nographic", "-boot", "n", "-m", "256"])
+        .args(["-netdev", &netdev])
+        .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:67:00:01"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run qemu");
+    let _qemu = KillOnDrop(qemu);
+    let expected = "http://10.67.0.1:80/boot/by-mac/52:54:00:67:00:01/boot.ipxe";
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/networking/dhcp/exchanges",
+                serde_json::json!({}),
+            )
+            .expect("retrieve exchanges");
+        let exchanges: Vec<&serde_json::Value> = messages
+            .iter()
+            .filter_map(|message| message.get("exchange"))
+            .collect();
+        let offered = exchanges.iter().any(|exchange| {
+            exchange["reply"] == "OFFER"
+                && exchange["node"] == "px1"
+                && exchange["boot_file"] == expected
+                && exchange["address"].is_null()
+        });
+        // The REQUEST to the site server is left alone.
+        let left_alone = exchanges
+            .iter()
+            .any(|exchange| exchange["reason_code"] == "proxy_not_addressed");
+        // dnsmasq handed out the address.
+        let site_lease = std::fs::read_to_string(dir.path().join("dnsmasq.leases"))
+            .unwrap_or_default()
+            .contains("52:54:00:67:00:01");
+        if offered && left_alone && site_lease {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy exchange incomplete (offered {offered}, left alone {left_alone}, site lease {site_lease}); exchanges: {exchanges:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    daemon.stop();
+}
