@@ -403,6 +403,37 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
             .any(|exchange| exchange["reason_code"] == "not_a_boot_client"),
         "{exchanges:?}"
     );
+    // The same exchanges feed the event log: n1's boot timeline shows its DHCP steps in order.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/noderange/n1/boottimeline",
+                serde_json::json!({}),
+            )
+            .expect("retrieve the boot timeline");
+        let types: Vec<String> = messages
+            .first()
+            .and_then(|message| message["databynode"]["n1"]["steps"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|step| step["type"].as_str().map(str::to_string))
+            .collect();
+        let discover = types.iter().position(|kind| kind == "dhcp.discover");
+        let request = types.iter().rposition(|kind| kind == "dhcp.request");
+        if let (Some(discover), Some(request)) = (discover, request)
+            && discover < request
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DHCP steps in n1's boot timeline: {messages:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     daemon.stop();
 }
 

@@ -124,8 +124,8 @@ impl Daemon {
             config,
             admin_token: Arc::new(admin_token),
             site_ca: Arc::new(site_ca),
+            dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::with_events(events.clone())),
             events,
-            dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::default()),
         };
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),

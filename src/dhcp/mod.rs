@@ -108,14 +108,46 @@ pub struct Exchange {
     pub reason: String,
 }
 
-/// The most recent exchanges, oldest first.
-#[derive(Debug, Default)]
+/// The most recent exchanges, oldest first; each is also recorded in the event log (when one
+/// is attached) as a typed `dhcp.<message>` event of its node or MAC, which is what the boot
+/// timeline ("why didn't node X boot?") is built from.
+#[derive(Default)]
 pub struct ExchangeLog {
     entries: parking_lot::Mutex<VecDeque<Exchange>>,
+    events: Option<Arc<crate::eventlog::EventLogs>>,
+}
+
+impl std::fmt::Debug for ExchangeLog {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ExchangeLog")
+            .field("entries", &self.entries.lock().len())
+            .finish()
+    }
 }
 
 impl ExchangeLog {
+    /// An exchange log that also writes every exchange to `events`.
+    pub fn with_events(events: Arc<crate::eventlog::EventLogs>) -> ExchangeLog {
+        ExchangeLog {
+            entries: parking_lot::Mutex::default(),
+            events: Some(events),
+        }
+    }
+
     fn push(&self, exchange: Exchange) {
+        if let Some(events) = &self.events {
+            let kind = format!("dhcp.{}", exchange.message_type.to_ascii_lowercase());
+            let detail = serde_json::to_value(&exchange).unwrap_or_default();
+            let mut event = crate::eventlog::Event::new(kind, detail);
+            if let Some(node) = &exchange.node {
+                event = event.node(node.clone());
+            }
+            // Never blocks: a full event queue is counted and reported by the log itself.
+            if let Err(error) = events.events.append(event) {
+                tracing::debug!(error = %error, "dhcp exchange not recorded in the event log");
+            }
+        }
         let mut entries = self.entries.lock();
         if entries.len() >= EXCHANGE_LOG_CAPACITY {
             entries.pop_front();
