@@ -621,3 +621,44 @@ fn attribute_filters_see_direct_inherited_expression_and_unset_values() {
             .is_err()
     );
 }
+
+#[test]
+fn watchers_hear_group_settings_that_no_node_inherits_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let mut watcher = engine.watch(WatchFilter {
+        nodes: None,
+        attributes: vec!["discovery.*".into()],
+        collection: false,
+    });
+    engine
+        .commit_blocking(|store, key| {
+            plan::set_group_attributes(store, key, "everything", &[set("discovery.policy", "open")])
+        })
+        .unwrap();
+    let change = watcher.blocking_recv().unwrap();
+    assert!(change.node_attributes.is_empty());
+    let changed: Vec<&str> = change.group_attributes["everything"]
+        .iter()
+        .map(|a| &**a)
+        .collect();
+    assert_eq!(changed, ["discovery.policy"]);
+    // Attributes the watcher did not ask for are not delivered.
+    engine
+        .commit_blocking(|store, key| {
+            plan::set_group_attributes(store, key, "everything", &[set("location.room", "a")])
+        })
+        .unwrap();
+    engine
+        .commit_blocking(|store, key| {
+            plan::set_group_attributes(
+                store,
+                key,
+                "everything",
+                &[set("discovery.policy", "manual")],
+            )
+        })
+        .unwrap();
+    let change = watcher.blocking_recv().unwrap();
+    assert!(change.group_attributes["everything"].contains("discovery.policy"));
+}

@@ -284,6 +284,18 @@ impl WatchFilter {
                     selected.node_attributes.insert(node.clone(), wanted);
                 }
             }
+            // Group-level changes too: settings on a group (e.g. `everything`) matter to
+            // watchers even when no node inherits them yet.
+            for (group, attributes) in &changes.group_attributes {
+                let wanted: BTreeSet<Arc<str>> = attributes
+                    .iter()
+                    .filter(|name| self.wants_attribute(name))
+                    .cloned()
+                    .collect();
+                if !wanted.is_empty() {
+                    selected.group_attributes.insert(group.clone(), wanted);
+                }
+            }
             for node in &changes.nodes_deleted {
                 // A deleted node loses all of its attributes.
                 if self.wants_node(node) {
