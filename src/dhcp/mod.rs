@@ -108,9 +108,10 @@ pub struct Exchange {
     pub reason: String,
 }
 
-/// The most recent exchanges, oldest first; each is also recorded in the event log (when one
-/// is attached) as a typed `dhcp.<message>` event of its node or MAC, which is what the boot
-/// timeline ("why didn't node X boot?") is built from.
+/// The most recent exchanges, oldest first. Boot attempts (PXE/HTTP/iPXE clients) and exchanges
+/// of known nodes are also recorded in the event log (when one is attached) as typed
+/// `dhcp.<message>` events, which is what the boot timeline ("why didn't node X boot?") is
+/// built from.
 #[derive(Default)]
 pub struct ExchangeLog {
     entries: parking_lot::Mutex<VecDeque<Exchange>>,
@@ -136,7 +137,15 @@ impl ExchangeLog {
     }
 
     fn push(&self, exchange: Exchange) {
-        if let Some(events) = &self.events {
+        // The event log keeps boot attempts and known nodes (what boot timelines and "why
+        // didn't it boot?" need); ordinary DHCP clients stay in this ring and the trace log.
+        let boot_attempt = exchange.node.is_some()
+            || exchange.architecture.is_some()
+            || exchange.vendor_class.as_deref().is_some_and(|class| {
+                class.starts_with("PXEClient") || class.starts_with("HTTPClient")
+            })
+            || exchange.user_class.as_deref() == Some("iPXE");
+        if boot_attempt && let Some(events) = &self.events {
             let kind = format!("dhcp.{}", exchange.message_type.to_ascii_lowercase());
             let detail = serde_json::to_value(&exchange).unwrap_or_default();
             let mut event = crate::eventlog::Event::new(kind, detail);
