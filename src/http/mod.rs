@@ -28,6 +28,9 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiError, Caller, Operation, Request};
 use crate::daemon::{Context, Service};
 
+/// Most connections served at once per listener.
+const MAX_CONNECTIONS: usize = 8192;
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Idle keep-alive connections are closed after this long.
@@ -96,7 +99,13 @@ impl Service for HttpService {
         Box::pin(async move {
             let app = router(self.context.clone());
             let tracker = TaskTracker::new();
+            // Connections beyond the cap wait in the listen backlog.
+            let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
             loop {
+                let permit = tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit?,
+                    () = shutdown.cancelled() => break,
+                };
                 let accepted = tokio::select! {
                     accepted = self.listener.accept() => accepted,
                     () = shutdown.cancelled() => break,
@@ -114,6 +123,7 @@ impl Service for HttpService {
                 let tls = self.tls.clone();
                 let token = shutdown.clone();
                 tracker.spawn(async move {
+                    let _permit = permit;
                     let service = hyper::service::service_fn(move |request| {
                         let app = app.clone();
                         async move {
