@@ -15,11 +15,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{Caller, Operation, Request};
+use crate::daemon::connections::serve_connections;
 use crate::daemon::{Context, Service};
 use crate::proto::tlv::{self, FrameType};
 
@@ -100,54 +99,43 @@ impl Service for UnixSocketService {
         shutdown: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            let tracker = TaskTracker::new();
-            let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
             // SAFETY: geteuid has no preconditions.
             let own_uid = unsafe { libc::geteuid() };
-            loop {
-                let permit = tokio::select! {
-                    permit = limit.clone().acquire_owned() => permit?,
-                    () = shutdown.cancelled() => break,
-                };
-                let accepted = tokio::select! {
-                    accepted = self.listener.accept() => accepted,
-                    () = shutdown.cancelled() => break,
-                };
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "accept on the api socket failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let caller = match stream.peer_cred() {
-                    Ok(credentials) if credentials.uid() == 0 || credentials.uid() == own_uid => {
-                        Caller::LocalTrusted {
-                            uid: credentials.uid(),
+            let listener = &self.listener;
+            let context = &self.context;
+            let result = serve_connections(
+                "api-unix-socket",
+                MAX_CONNECTIONS,
+                &shutdown,
+                || async move { listener.accept().await.map(|(stream, _)| stream) },
+                |stream, token| {
+                    let context = context.clone();
+                    async move {
+                        let caller = match stream.peer_cred() {
+                            Ok(credentials)
+                                if credentials.uid() == 0 || credentials.uid() == own_uid =>
+                            {
+                                Caller::LocalTrusted {
+                                    uid: credentials.uid(),
+                                }
+                            }
+                            Ok(credentials) => Caller::LocalUser {
+                                uid: credentials.uid(),
+                            },
+                            Err(error) => {
+                                tracing::debug!(error = %error, "no peer credentials; dropping connection");
+                                return;
+                            }
+                        };
+                        if let Err(error) = serve(stream, Some(caller), context, token).await {
+                            tracing::debug!(error = %error, "api socket connection ended with an error");
                         }
                     }
-                    Ok(credentials) => Caller::LocalUser {
-                        uid: credentials.uid(),
-                    },
-                    Err(error) => {
-                        tracing::debug!(error = %error, "no peer credentials; dropping connection");
-                        continue;
-                    }
-                };
-                let context = self.context.clone();
-                let token = shutdown.clone();
-                tracker.spawn(async move {
-                    let _permit = permit;
-                    if let Err(error) = serve(stream, Some(caller), context, token).await {
-                        tracing::debug!(error = %error, "api socket connection ended with an error");
-                    }
-                });
-            }
-            tracker.close();
-            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+                },
+            )
+            .await;
             let _ = std::fs::remove_file(&self.path);
-            Ok(())
+            result
         })
     }
 }
@@ -187,45 +175,33 @@ impl Service for TlsSocketService {
         shutdown: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            let tracker = TaskTracker::new();
-            let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-            loop {
-                let permit = tokio::select! {
-                    permit = limit.clone().acquire_owned() => permit?,
-                    () = shutdown.cancelled() => break,
-                };
-                let accepted = tokio::select! {
-                    accepted = self.listener.accept() => accepted,
-                    () = shutdown.cancelled() => break,
-                };
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "accept on the TLS api socket failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = self.acceptor.clone();
-                let context = self.context.clone();
-                let token = shutdown.clone();
-                tracker.spawn(async move {
-                    let _permit = permit;
-                    let stream = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        _ => {
-                            tracing::debug!(%peer, "TLS handshake on the api socket failed");
-                            return;
+            let listener = &self.listener;
+            let acceptor = &self.acceptor;
+            let context = &self.context;
+            serve_connections(
+                "api-tls-socket",
+                MAX_CONNECTIONS,
+                &shutdown,
+                || async move { listener.accept().await },
+                |(stream, peer), token| {
+                    let acceptor = acceptor.clone();
+                    let context = context.clone();
+                    async move {
+                        let handshake = acceptor.accept(stream);
+                        let stream = match tokio::time::timeout(Duration::from_secs(30), handshake).await {
+                            Ok(Ok(stream)) => stream,
+                            _ => {
+                                tracing::debug!(%peer, "TLS handshake on the api socket failed");
+                                return;
+                            }
+                        };
+                        if let Err(error) = serve(stream, None, context, token).await {
+                            tracing::debug!(%peer, error = %error, "TLS api connection ended with an error");
                         }
-                    };
-                    if let Err(error) = serve(stream, None, context, token).await {
-                        tracing::debug!(%peer, error = %error, "TLS api connection ended with an error");
                     }
-                });
-            }
-            tracker.close();
-            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
-            Ok(())
+                },
+            )
+            .await
         })
     }
 }

@@ -5,6 +5,7 @@
 //! [`Service`] seam: it binds in its constructor (failing start-up early), then runs under a
 //! cancellation token until the daemon shuts down.
 
+pub mod connections;
 pub mod paths;
 pub mod pidlock;
 pub mod snapshotter;

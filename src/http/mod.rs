@@ -23,9 +23,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiError, Caller, Operation, Request};
+use crate::daemon::connections::serve_connections;
 use crate::daemon::{Context, Service};
 
 /// Most connections served at once per listener.
@@ -98,78 +98,64 @@ impl Service for HttpService {
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
             let app = router(self.context.clone());
-            let tracker = TaskTracker::new();
-            // Connections beyond the cap wait in the listen backlog.
-            let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-            loop {
-                let permit = tokio::select! {
-                    permit = limit.clone().acquire_owned() => permit?,
-                    () = shutdown.cancelled() => break,
-                };
-                let accepted = tokio::select! {
-                    accepted = self.listener.accept() => accepted,
-                    () = shutdown.cancelled() => break,
-                };
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+            let listener = &self.listener;
+            let tls = &self.tls;
+            let name = if tls.is_some() { "https" } else { "http" };
+            serve_connections(
+                name,
+                MAX_CONNECTIONS,
+                &shutdown,
+                || async move { listener.accept().await },
+                |(stream, peer), token| {
+                    let app = app.clone();
+                    let tls = tls.clone();
+                    async move {
+                        let _ = stream.set_nodelay(true);
+                        if let Err(error) = serve_connection(stream, tls, app, token).await {
+                            tracing::debug!(%peer, error = %error, "http connection ended with an error");
+                        }
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let tls = self.tls.clone();
-                let token = shutdown.clone();
-                tracker.spawn(async move {
-                    let _permit = permit;
-                    let service = hyper::service::service_fn(move |request| {
-                        let app = app.clone();
-                        async move {
-                            use tower::ServiceExt;
-                            app.oneshot(request).await
-                        }
-                    });
-                    let mut builder =
-                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    builder
-                        .http1()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT);
-                    let result = match tls {
-                        Some(acceptor) => {
-                            let stream = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(error)) => {
-                                    tracing::debug!(%peer, error = %error, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => return,
-                            };
-                            let connection = builder.serve_connection_with_upgrades(
-                                hyper_util::rt::TokioIo::new(stream),
-                                service,
-                            );
-                            serve_until(connection, token).await
-                        }
-                        None => {
-                            let connection = builder.serve_connection_with_upgrades(
-                                hyper_util::rt::TokioIo::new(stream),
-                                service,
-                            );
-                            serve_until(connection, token).await
-                        }
-                    };
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, error = %error, "http connection ended with an error");
-                    }
-                });
-            }
-            tracker.close();
-            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
-            Ok(())
+                },
+            )
+            .await
         })
+    }
+}
+
+/// One HTTP(S) connection: TLS handshake when configured, then HTTP/1.1 or h2 with upgrades.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let service = hyper::service::service_fn(move |request| {
+        let app = app.clone();
+        async move {
+            use tower::ServiceExt;
+            app.oneshot(request).await
+        }
+    });
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    match tls {
+        Some(acceptor) => {
+            let stream = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream))
+                .await
+                .map_err(|_| "TLS handshake timed out")??;
+            let connection = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+            serve_until(connection, shutdown).await
+        }
+        None => {
+            let connection = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+            serve_until(connection, shutdown).await
+        }
     }
 }
 
