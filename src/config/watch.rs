@@ -264,6 +264,16 @@ impl WatchFilter {
             .any(|pattern| catalogue::wildcard_match(pattern, attribute))
     }
 
+    /// The attributes of `attributes` this filter wants, or `None` if none.
+    fn wanted_attributes(&self, attributes: &BTreeSet<Arc<str>>) -> Option<BTreeSet<Arc<str>>> {
+        let wanted: BTreeSet<Arc<str>> = attributes
+            .iter()
+            .filter(|name| self.wants_attribute(name))
+            .cloned()
+            .collect();
+        (!wanted.is_empty()).then_some(wanted)
+    }
+
     /// The part of a change set this filter wants, or `None` if nothing.
     pub fn select(&self, changes: &ChangeSet) -> Option<ChangeSet> {
         let mut selected = ChangeSet {
@@ -275,24 +285,14 @@ impl WatchFilter {
                 if !self.wants_node(node) {
                     continue;
                 }
-                let wanted: BTreeSet<Arc<str>> = attributes
-                    .iter()
-                    .filter(|name| self.wants_attribute(name))
-                    .cloned()
-                    .collect();
-                if !wanted.is_empty() {
+                if let Some(wanted) = self.wanted_attributes(attributes) {
                     selected.node_attributes.insert(node.clone(), wanted);
                 }
             }
             // Group-level changes too: settings on a group (e.g. `everything`) matter to
             // watchers even when no node inherits them yet.
             for (group, attributes) in &changes.group_attributes {
-                let wanted: BTreeSet<Arc<str>> = attributes
-                    .iter()
-                    .filter(|name| self.wants_attribute(name))
-                    .cloned()
-                    .collect();
-                if !wanted.is_empty() {
+                if let Some(wanted) = self.wanted_attributes(attributes) {
                     selected.group_attributes.insert(group.clone(), wanted);
                 }
             }

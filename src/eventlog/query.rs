@@ -260,12 +260,7 @@ fn scan_forward(
         if entries.is_empty() {
             break;
         }
-        let candidates: Vec<IndexEntry> = entries
-            .iter()
-            .filter(|entry| compiled.may_match(entry))
-            .copied()
-            .collect();
-        for record in reader.records(&candidates, |payload| compiled.payload_may_match(payload)) {
+        for record in candidate_records(reader, compiled, &entries) {
             if compiled.matches(&record) {
                 out.push(record);
                 if out.len() >= wanted {
@@ -276,6 +271,21 @@ fn scan_forward(
         low = end;
     }
     out
+}
+
+/// The records of `entries` that survive the index and payload prefilters (callers still
+/// apply the full match).
+fn candidate_records(
+    reader: &SegmentReader,
+    compiled: &Compiled<'_>,
+    entries: &[IndexEntry],
+) -> Vec<Record> {
+    let candidates: Vec<IndexEntry> = entries
+        .iter()
+        .filter(|entry| compiled.may_match(entry))
+        .copied()
+        .collect();
+    reader.records(&candidates, |payload| compiled.payload_may_match(payload))
 }
 
 fn scan_backward(
@@ -294,12 +304,7 @@ fn scan_backward(
         if entries.is_empty() {
             break;
         }
-        let candidates: Vec<IndexEntry> = entries
-            .iter()
-            .filter(|entry| compiled.may_match(entry))
-            .copied()
-            .collect();
-        let found = reader.records(&candidates, |payload| compiled.payload_may_match(payload));
+        let found = candidate_records(reader, compiled, &entries);
         for record in found.into_iter().rev() {
             if compiled.matches(&record) {
                 out.push(record);
