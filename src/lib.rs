@@ -12,6 +12,7 @@
 //! - [`cli`]: the multi-call `confluent` command.
 
 pub mod api;
+pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod daemon;

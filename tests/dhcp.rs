@@ -363,7 +363,13 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
     assert_eq!(
         lease.get("boot_file").map(String::as_str),
-        Some("http://10.61.0.1:80/boot/by-mac/52:54:00:61:00:0b/boot.ipxe"),
+        Some(
+            format!(
+                "http://10.61.0.1:{}/boot/by-mac/52:54:00:61:00:0b/boot.ipxe",
+                daemon.listener("http").port()
+            )
+            .as_str()
+        ),
         "{lease:?}"
     );
 
@@ -709,6 +715,8 @@ fn firmware_gets_boot_file(subnet_prefix: &str, mac: &str, qemu_extra: &[&str], 
         .spawn()
         .expect("run qemu");
     let _qemu = KillOnDrop(qemu);
+    // Boot URLs carry the port the HTTP listener was bound to.
+    let expected = expected.replace("{http_port}", &daemon.listener("http").port().to_string());
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let messages = daemon
@@ -753,7 +761,7 @@ fn qemu_bios_ipxe_rom_gets_its_boot_script_url() {
             "-device",
             "virtio-net-pci,netdev=n0,mac=52:54:00:65:00:01",
         ],
-        "http://10.65.0.1:80/boot/by-mac/52:54:00:65:00:01/boot.ipxe",
+        "http://10.65.0.1:{http_port}/boot/by-mac/52:54:00:65:00:01/boot.ipxe",
     );
 }
 
@@ -889,7 +897,10 @@ fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
         .spawn()
         .expect("run qemu");
     let _qemu = KillOnDrop(qemu);
-    let expected = "http://10.67.0.1:80/boot/by-mac/52:54:00:67:00:01/boot.ipxe";
+    let expected = format!(
+        "http://10.67.0.1:{}/boot/by-mac/52:54:00:67:00:01/boot.ipxe",
+        daemon.listener("http").port()
+    );
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let messages = daemon

@@ -20,7 +20,8 @@ enum LogFormat {
 #[command(
     name = "confluentd",
     version,
-    about = "Confluent bare-metal provisioning daemon"
+    about = "Confluent bare-metal provisioning daemon",
+    args_override_self = true
 )]
 struct Arguments {
     /// Keep everything the daemon writes (configuration, keys, logs, run/api.sock) under DIR.

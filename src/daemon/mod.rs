@@ -50,6 +50,8 @@ pub struct Context {
     pub events: Arc<EventLogs>,
     /// Recent DHCP exchanges (empty when DHCP is not served).
     pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
+    /// Boot files, profiles and the live node directory.
+    pub boot: Arc<crate::boot::Boot>,
 }
 
 /// Daemon settings decided by the command line.
@@ -120,6 +122,16 @@ impl Daemon {
             .context("event log loader panicked")?
             .context("failed to open the event logs")?;
         let events = Arc::new(events);
+        let (directory, refresher) = crate::dhcp::live::LiveDirectory::start(&config);
+        let boot = crate::boot::Boot::new(directory, &paths.lib);
+        for dir in [
+            boot.profiles(),
+            boot.distributions.clone(),
+            boot.loaders.clone(),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+        }
         let context = Context {
             paths: Arc::new(paths),
             config,
@@ -127,6 +139,7 @@ impl Daemon {
             site_ca: Arc::new(site_ca),
             dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::with_events(events.clone())),
             events,
+            boot: Arc::new(boot),
         };
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
@@ -140,6 +153,7 @@ impl Daemon {
                 options.snapshot_interval,
             )),
             Box::new(api_socket),
+            Box::new(refresher),
         ];
         if let Some(target) = options.syslog {
             let forwarder = crate::eventlog::syslog::SyslogForwarder::bind(
@@ -151,11 +165,15 @@ impl Daemon {
             services.push(Box::new(forwarder));
         }
         let mut listeners = serde_json::Map::new();
+        // Boot URLs handed out by DHCP point at the listeners as bound.
+        let mut boot_settings = crate::dhcp::policy::BootSettings::default();
         if let Some(address) = options.http {
             let service = crate::http::HttpService::bind(address, None, context.clone())
                 .await
                 .context("failed to start the HTTP listener")?;
-            listeners.insert("http".into(), service.local_addr()?.to_string().into());
+            let bound = service.local_addr()?;
+            boot_settings.http_port = bound.port();
+            listeners.insert("http".into(), bound.to_string().into());
             services.push(Box::new(service));
         }
         if let Some(address) = options.https {
@@ -163,7 +181,9 @@ impl Daemon {
             let service = crate::http::HttpService::bind(address, Some(tls), context.clone())
                 .await
                 .context("failed to start the HTTPS listener")?;
-            listeners.insert("https".into(), service.local_addr()?.to_string().into());
+            let bound = service.local_addr()?;
+            boot_settings.https_port = bound.port();
+            listeners.insert("https".into(), bound.to_string().into());
             services.push(Box::new(service));
         }
         if let Some(address) = options.tls_socket {
@@ -184,15 +204,16 @@ impl Daemon {
         {
             let settings = crate::dhcp::DhcpSettings {
                 interfaces: options.dhcp.clone(),
-                boot: crate::dhcp::policy::BootSettings::default(),
+                boot: boot_settings,
                 lease_seconds: options.dhcp_lease_seconds,
                 lease_dir: context.paths.lib.join("dhcp"),
                 port: crate::proto::dhcp::SERVER_PORT,
                 pxe_port: crate::proto::dhcp::PXE_SERVER_PORT,
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
                 exchanges: context.dhcp_exchanges.clone(),
+                short_links: context.boot.short_links.clone(),
             };
-            let service = crate::dhcp::DhcpService::bind(settings, context.config.clone())
+            let service = crate::dhcp::DhcpService::bind(settings, context.boot.directory.clone())
                 .context("failed to start the DHCP service")?;
             services.push(Box::new(service));
         }

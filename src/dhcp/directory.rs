@@ -282,6 +282,11 @@ impl Directory {
         self.reserved.get(&address)
     }
 
+    /// Lookup by node name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<NodeBoot>> {
+        self.nodes.get(name)
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }

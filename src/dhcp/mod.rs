@@ -10,6 +10,7 @@
 
 pub mod directory;
 pub mod leases;
+pub mod live;
 pub mod policy;
 pub mod socket;
 
@@ -26,11 +27,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ConfigEngine;
-use crate::config::watch::{ChangeSet, WatchFilter};
 use crate::proto::dhcp::{self as wire, MessageType};
-use directory::Directory;
 use leases::{LeaseJournal, Leases};
+use live::LiveDirectory;
 use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
 pub use socket::DhcpBindError;
 use socket::InterfaceSocket;
@@ -85,6 +84,8 @@ pub struct DhcpSettings {
     pub relayed_subnets: Vec<ipnet::Ipv4Net>,
     /// Where exchanges are recorded (shared with the API).
     pub exchanges: Arc<ExchangeLog>,
+    /// Where short boot URLs are registered for the HTTP boot routes to resolve.
+    pub short_links: Arc<crate::boot::ShortLinks>,
 }
 
 /// One recorded exchange: what came in, what was decided and why.
@@ -187,10 +188,11 @@ struct LeaseTable {
 struct Shared {
     /// Every directly served subnet and every configured relayed subnet.
     relay_subnets: Vec<ipnet::Ipv4Net>,
-    directory: parking_lot::RwLock<Directory>,
+    directory: Arc<LiveDirectory>,
     leases: parking_lot::Mutex<LeaseTable>,
     boot: BootSettings,
     exchanges: Arc<ExchangeLog>,
+    short_links: Arc<crate::boot::ShortLinks>,
     counters: Arc<DhcpCounters>,
     in_flight: Arc<Semaphore>,
 }
@@ -206,8 +208,6 @@ struct Served {
 pub struct DhcpService {
     served: Vec<Served>,
     shared: Arc<Shared>,
-    config: Arc<ConfigEngine>,
-    changes: tokio::sync::mpsc::UnboundedReceiver<Arc<ChangeSet>>,
 }
 
 /// Why the DHCP service could not start.
@@ -224,10 +224,11 @@ pub enum DhcpStartError {
 }
 
 impl DhcpService {
-    /// Open the sockets, load the leases and index the nodes. Must run inside a tokio runtime.
+    /// Open the sockets and load the leases; nodes come from the shared `directory`. Must run
+    /// inside a tokio runtime.
     pub fn bind(
         settings: DhcpSettings,
-        config: Arc<ConfigEngine>,
+        directory: Arc<LiveDirectory>,
     ) -> Result<DhcpService, DhcpStartError> {
         let mut served = Vec::new();
         for InterfaceMode { interface, mode } in &settings.interfaces {
@@ -278,20 +279,6 @@ impl DhcpService {
                 pxe_port: false,
             });
         }
-        // Watch before indexing, so no change between the two is missed.
-        let changes = config.watch(WatchFilter {
-            nodes: None,
-            attributes: vec![
-                "net.*".into(),
-                "id.uuid".into(),
-                "deployment.*".into(),
-                "discovery.*".into(),
-                "dns.*".into(),
-                "ntp.*".into(),
-            ],
-            collection: true,
-        });
-        let directory = config.read(Directory::from_store);
         let (leases, journal) =
             LeaseJournal::open(&settings.lease_dir, tokio::time::Instant::now())
                 .map_err(DhcpStartError::Leases)?;
@@ -300,19 +287,15 @@ impl DhcpService {
         relay_subnets.extend(settings.relayed_subnets.iter().copied());
         let shared = Arc::new(Shared {
             relay_subnets,
-            directory: parking_lot::RwLock::new(directory),
+            directory,
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
             boot: settings.boot,
             exchanges: settings.exchanges.clone(),
+            short_links: settings.short_links.clone(),
             counters: Arc::new(DhcpCounters::default()),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
-        Ok(DhcpService {
-            served,
-            shared,
-            config,
-            changes,
-        })
+        Ok(DhcpService { served, shared })
     }
 
     /// The exchange log, for the API.
@@ -337,9 +320,6 @@ impl DhcpService {
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
-                Some(changes) = self.changes.recv() => {
-                    refresh_directory(&self.shared, &self.config, &changes);
-                }
                 _ = expiry.tick() => {
                     let now = tokio::time::Instant::now();
                     let compaction = {
@@ -397,41 +377,6 @@ impl crate::daemon::Service for DhcpService {
     }
 }
 
-/// Re-read the nodes a committed change touched.
-fn refresh_directory(shared: &Shared, config: &ConfigEngine, changes: &ChangeSet) {
-    let mut names: Vec<Arc<str>> = changes.node_attributes.keys().cloned().collect();
-    names.extend(changes.nodes_created.iter().cloned());
-    names.extend(changes.nodes_deleted.iter().cloned());
-    for (from, to) in &changes.nodes_renamed {
-        names.push(from.clone());
-        names.push(to.clone());
-    }
-    // Read the configuration first, then take the directory lock only to swap entries in.
-    let (nodes, globals) = config.read(|store| {
-        let nodes: Vec<(Arc<str>, Option<directory::NodeBoot>)> = names
-            .iter()
-            .map(|name| (name.clone(), directory::NodeBoot::from_store(store, name)))
-            .collect();
-        let mut globals = Directory::default();
-        globals.refresh_globals(store);
-        (nodes, globals)
-    });
-    let mut directory = shared.directory.write();
-    directory.discovery_boot_allowed = globals.discovery_boot_allowed;
-    directory.default_insecure = globals.default_insecure;
-    for (name, node) in nodes {
-        directory.remove(&name);
-        if let Some(node) = node {
-            directory.insert(node);
-        }
-    }
-    tracing::debug!(
-        nodes = names.len(),
-        seq = changes.seq,
-        "DHCP directory refreshed"
-    );
-}
-
 async fn receive_loop(
     served: Served,
     shared: Arc<Shared>,
@@ -439,6 +384,11 @@ async fn receive_loop(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut buffer = vec![0u8; wire::MAX_MESSAGE_LENGTH + 1];
+    // Until the node index is built every node would look unknown: let packets queue instead.
+    tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        () = shared.directory.wait_ready() => {}
+    }
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -545,6 +495,9 @@ fn handle_datagram(
         let directory = shared.directory.read();
         let mut table = shared.leases.lock();
         let decision = policy::reply(&directory, &table.leases.at(now), &ingress, &request);
+        if let Some(link) = &decision.short_link {
+            shared.short_links.insert(&link.id, &link.target);
+        }
         let mut durable = None;
         if let (Some(mac), change) = (request.mac, decision.lease)
             && change != LeaseChange::None

@@ -444,28 +444,11 @@ fn boot_plan(
     };
     let architecture = request.architecture();
     let described = architecture.map(|architecture| architecture.describe());
-    let http_boot = request.is_http_client()
-        || described.is_some_and(|(_, transport, _)| transport == BootTransport::Http);
-    if http_boot {
-        // UEFI HTTP boot: HTTPS unless plain HTTP is allowed for firmware.
-        let secure = !insecure.allows_firmware();
-        let full = url(ingress, secure, &format!("/boot/by-mac/{mac}/boot.img"));
-        let (file, short_link) = fit_url(ingress, secure, full);
-        return BootPlan::File(
-            BootFile {
-                file,
-                vendor_class: "HTTPClient",
-                tftp: false,
-                short_link,
-            },
-            why,
-        );
-    }
-    // Everything else is PXE (TFTP) or iPXE fetching its script over plain HTTP.
-    if insecure == InsecureProtocols::Never {
-        return BootPlan::Nothing(Reason::InsecureRefused);
-    }
+    // iPXE (whichever way it was loaded) fetches its per-node script over plain HTTP.
     if request.is_ipxe() {
+        if insecure == InsecureProtocols::Never {
+            return BootPlan::Nothing(Reason::InsecureRefused);
+        }
         let full = url(ingress, false, &format!("/boot/by-mac/{mac}/boot.ipxe"));
         let (file, short_link) = fit_url(ingress, false, full);
         return BootPlan::File(
@@ -477,6 +460,36 @@ fn boot_plan(
             },
             why,
         );
+    }
+    let http_boot = request.is_http_client()
+        || described.is_some_and(|(_, transport, _)| transport == BootTransport::Http);
+    if http_boot {
+        // UEFI HTTP boot loads an EFI binary: HTTPS unless plain HTTP is allowed for firmware.
+        let loader = match described.map(|(firmware, _, _)| firmware) {
+            Some(Firmware::EfiArm64) => "aarch64.efi",
+            Some(Firmware::EfiX64) | None => "x86_64.efi",
+            Some(_) => {
+                return BootPlan::Nothing(Reason::UnsupportedArchitecture(
+                    architecture.map_or(0, |architecture| architecture.0),
+                ));
+            }
+        };
+        let secure = !insecure.allows_firmware();
+        let full = url(ingress, secure, &format!("/boot/by-mac/{mac}/{loader}"));
+        let (file, short_link) = fit_url(ingress, secure, full);
+        return BootPlan::File(
+            BootFile {
+                file,
+                vendor_class: "HTTPClient",
+                tftp: false,
+                short_link,
+            },
+            why,
+        );
+    }
+    // Everything else is PXE: the firmware fetches iPXE over TFTP.
+    if insecure == InsecureProtocols::Never {
+        return BootPlan::Nothing(Reason::InsecureRefused);
     }
     // A PXE ROM without option 93 predates RFC 4578: it is a PC BIOS.
     let firmware = described.map_or(Firmware::PcBios, |(firmware, _, _)| firmware);
@@ -1005,7 +1018,7 @@ mod tests {
             ),
             (
                 HTTP_UEFI,
-                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0b/boot.img",
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0b/x86_64.efi",
                 false,
             ),
         ] {
@@ -1119,7 +1132,7 @@ mod tests {
         let http = decide(Mode::Full, &leases, &request(1, 13, HTTP_UEFI));
         assert_eq!(
             fields(&http).boot_file.as_deref(),
-            Some("https://10.77.0.1:443/boot/by-mac/52:54:00:00:00:0d/boot.img")
+            Some("https://10.77.0.1:443/boot/by-mac/52:54:00:00:00:0d/x86_64.efi")
         );
     }
 

@@ -7,6 +7,8 @@
 //! into one JSON document: `databynode` becomes a list, child links gather under `_links.item`,
 //! repeated keys become lists. The tree is served at `/` and under `/confluent-api/`.
 
+pub mod boot;
+pub mod files;
 pub mod websocket;
 
 use std::future::Future;
@@ -74,17 +76,18 @@ impl HttpService {
     }
 }
 
-/// The axum router serving the tree.
-pub fn router(context: Context) -> Router {
-    Router::new()
+/// The axum router: the boot routes (unauthenticated, uncompressed) and the tree. `secure`
+/// says whether the listener is HTTPS.
+pub fn router(context: Context, secure: bool) -> Router {
+    let api = Router::new()
         .route(
             "/sessions/current/async",
             axum::routing::get(websocket::upgrade),
         )
         .fallback(tree)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
-        .with_state(context)
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
+    boot::routes(secure).merge(api).with_state(context)
 }
 
 impl Service for HttpService {
@@ -97,7 +100,7 @@ impl Service for HttpService {
         shutdown: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            let app = router(self.context.clone());
+            let app = router(self.context.clone(), self.tls.is_some());
             let listener = &self.listener;
             let tls = &self.tls;
             let name = if tls.is_some() { "https" } else { "http" };

@@ -1,0 +1,95 @@
+#!/bin/sh
+# Fetch, verify and install the network boot loaders listed in ./manifest.
+#
+#   bootloaders/install.sh [--only PACKAGE]... DEST
+#
+# DEST is the TFTP root (the daemon's lib/tftpboot, /var/lib/confluent/tftpboot in the system
+# layout). Packages come from the machine's Debian archive through `apt-get download` (which
+# checks the archive signatures); each .deb must then match the SHA-256 pinned in the manifest,
+# and so must each file taken from it. Downloads are cached in $BOOTLOADER_CACHE
+# (default /var/cache/confluent/bootloaders). Used by the appliance build and by the tests.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+manifest="$here/manifest"
+cache=${BOOTLOADER_CACHE:-/var/cache/confluent/bootloaders}
+only=""
+while [ $# -gt 1 ]; do
+    case "$1" in
+        --only) only="$only $2"; shift 2 ;;
+        *) echo "usage: $0 [--only PACKAGE]... DEST" >&2; exit 2 ;;
+    esac
+done
+[ $# -eq 1 ] || { echo "usage: $0 [--only PACKAGE]... DEST" >&2; exit 2; }
+dest=$1
+
+wanted() {
+    [ -z "$only" ] && return 0
+    for package in $only; do [ "$package" = "$1" ] && return 0; done
+    return 1
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+mkdir -p "$cache" "$dest"
+updated=no
+# fetch PACKAGE VERSION SHA256: leave the verified .deb in $cache and print its path.
+fetch() {
+    deb="$cache/$1_$3.deb"
+    if [ -f "$deb" ] && [ "$(sha "$deb")" = "$3" ]; then
+        echo "$deb"; return 0
+    fi
+    work=$(mktemp -d "$cache/download.XXXXXX")
+    chmod 0777 "$work"
+    if ! (cd "$work" && apt-get download -q "$1=$2" >/dev/null 2>&1); then
+        if [ "$updated" = no ]; then
+            apt-get update -q >/dev/null 2>&1 || true
+            updated=yes
+        fi
+        if ! (cd "$work" && apt-get download -q "$1=$2" >&2); then
+            rm -rf "$work"
+            echo "install.sh: cannot download $1 $2 from the configured archive;" \
+                 "update bootloaders/manifest to a version the archive has" >&2
+            return 1
+        fi
+    fi
+    got=$(ls "$work"/*.deb)
+    actual=$(sha "$got")
+    if [ "$actual" != "$3" ]; then
+        rm -rf "$work"
+        echo "install.sh: $1 $2: .deb SHA-256 is $actual, manifest says $3; refusing it" >&2
+        return 1
+    fi
+    mv "$got" "$deb"
+    rm -rf "$work"
+    echo "$deb"
+}
+
+extracted=$(mktemp -d)
+trap 'rm -rf "$extracted"' EXIT
+installed=0
+grep -v '^[[:space:]]*#' "$manifest" | grep -v '^[[:space:]]*$' |
+while read -r package version debsha member target filesha; do
+    wanted "$package" || continue
+    deb=$(fetch "$package" "$version" "$debsha")
+    if [ ! -d "$extracted/$package" ]; then
+        mkdir -p "$extracted/$package"
+        dpkg-deb -x "$deb" "$extracted/$package"
+    fi
+    source="$extracted/$package/$member"
+    # Some members are symlinks inside the package (ipxe.efi -> /boot/ipxe.efi): the manifest
+    # names the real file.
+    if [ ! -f "$source" ] || [ -L "$source" ]; then
+        echo "install.sh: $package $version has no regular file $member" >&2
+        exit 1
+    fi
+    actual=$(sha "$source")
+    if [ "$actual" != "$filesha" ]; then
+        echo "install.sh: $package: $member has SHA-256 $actual, manifest says $filesha" >&2
+        exit 1
+    fi
+    mkdir -p "$dest/$(dirname "$target")"
+    install -m 0644 "$source" "$dest/$target.new"
+    mv "$dest/$target.new" "$dest/$target"
+    echo "installed $target ($package $version)"
+done

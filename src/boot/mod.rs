@@ -1,0 +1,163 @@
+//! Boot serving shared by the HTTP(S) listeners and the TFTP server: which node a booting
+//! machine is (by MAC, UUID or name, through the live node [`LiveDirectory`]), which profile it
+//! should boot ([`profile`]), and the scripts that take it there ([`scripts`]).
+//!
+//! Layout under the data directory (`lib/`, `/var/lib/confluent` in the system layout):
+//! `public/os/<profile>/` (profiles, served unauthenticated under `/confluent-public/`),
+//! `distributions/` (imported media that profiles may link into) and `tftpboot/` (boot
+//! loaders, installed by `bootloaders/install.sh`).
+
+pub mod profile;
+pub mod scripts;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::dhcp::directory::NodeBoot;
+use crate::dhcp::live::LiveDirectory;
+use crate::proto::dhcp::MacAddress;
+
+/// Short links remembered at once; the oldest are forgotten first.
+const MAX_SHORT_LINKS: usize = 65_536;
+
+/// Where boot files live and who is booting.
+pub struct Boot {
+    pub directory: Arc<LiveDirectory>,
+    /// `lib/public`: served under `/confluent-public/`.
+    pub public: PathBuf,
+    /// `lib/distributions`: imported media; profile symlinks may point here.
+    pub distributions: PathBuf,
+    /// `lib/tftpboot`: boot loaders (`x86_64/undionly.kpxe`, `x86_64/ipxe.efi`, ...).
+    pub loaders: PathBuf,
+    pub short_links: Arc<ShortLinks>,
+}
+
+/// How a boot URL names the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Mac(MacAddress),
+    Uuid(String),
+    Node(String),
+}
+
+impl Identity {
+    /// `by-mac`/`by-uuid`/`by-node` and the id from the URL.
+    pub fn parse(kind: &str, id: &str) -> Option<Identity> {
+        match kind {
+            "by-mac" => MacAddress::parse(id).map(Identity::Mac),
+            "by-uuid" => Some(Identity::Uuid(id.trim().to_ascii_lowercase())),
+            "by-node" => Some(Identity::Node(id.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl Boot {
+    pub fn new(directory: Arc<LiveDirectory>, lib: &std::path::Path) -> Boot {
+        Boot {
+            directory,
+            public: lib.join("public"),
+            distributions: lib.join("distributions"),
+            loaders: lib.join("tftpboot"),
+            short_links: Arc::new(ShortLinks::default()),
+        }
+    }
+
+    /// `lib/public/os`.
+    pub fn profiles(&self) -> PathBuf {
+        self.public.join("os")
+    }
+
+    /// The node a boot URL names, once the directory is built.
+    pub async fn identify(&self, identity: &Identity) -> Option<Arc<NodeBoot>> {
+        self.directory.wait_ready().await;
+        let directory = self.directory.read();
+        match identity {
+            Identity::Mac(mac) => directory.by_mac(mac),
+            Identity::Uuid(uuid) => directory.by_uuid(uuid),
+            Identity::Node(name) => directory.by_name(name),
+        }
+        .cloned()
+    }
+
+    /// The node an address is reserved for (TFTP clients are known by address only).
+    pub async fn node_at(&self, address: std::net::Ipv4Addr) -> Option<Arc<NodeBoot>> {
+        self.directory.wait_ready().await;
+        self.directory.read().reserved_for(address).cloned()
+    }
+}
+
+/// The short URLs the DHCP service handed out for names too long for the `file` field
+/// (`/boot/su/<id>/...`), resolved by the HTTP boot routes.
+#[derive(Default)]
+pub struct ShortLinks {
+    inner: parking_lot::Mutex<ShortLinksInner>,
+}
+
+#[derive(Default)]
+struct ShortLinksInner {
+    targets: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl ShortLinks {
+    pub fn insert(&self, id: &str, target: &str) {
+        let mut inner = self.inner.lock();
+        if inner
+            .targets
+            .insert(id.to_string(), target.to_string())
+            .is_none()
+        {
+            inner.order.push_back(id.to_string());
+            while inner.order.len() > MAX_SHORT_LINKS {
+                if let Some(oldest) = inner.order.pop_front() {
+                    inner.targets.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<String> {
+        self.inner.lock().targets.get(id).cloned()
+    }
+}
+
+impl std::fmt::Debug for ShortLinks {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ShortLinks")
+            .field("count", &self.inner.lock().targets.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_parse_from_urls() {
+        assert_eq!(
+            Identity::parse("by-mac", "52-54-00-AA-bb-01"),
+            MacAddress::parse("52:54:00:aa:bb:01").map(Identity::Mac)
+        );
+        assert_eq!(Identity::parse("by-mac", "nonsense"), None);
+        assert_eq!(
+            Identity::parse("by-uuid", "ABC-def"),
+            Some(Identity::Uuid("abc-def".into()))
+        );
+        assert_eq!(Identity::parse("by-ip", "x"), None);
+    }
+
+    #[test]
+    fn short_links_forget_the_oldest_past_the_limit() {
+        let links = ShortLinks::default();
+        for index in 0..MAX_SHORT_LINKS + 2 {
+            links.insert(&index.to_string(), "http://x/y");
+        }
+        assert_eq!(links.get("0"), None);
+        assert_eq!(links.get("1"), None);
+        assert_eq!(links.get("2").as_deref(), Some("http://x/y"));
+    }
+}

@@ -1,0 +1,217 @@
+//! Unauthenticated routes for booting machines (reference 10.5), on every HTTP(S) listener:
+//!
+//! - `/confluent-public/<path>`: files under `lib/public` (profiles under `os/`), ranges and
+//!   ETags, symlinks followed only into `lib/public` and `lib/distributions`;
+//! - `/boot/{by-mac,by-uuid,by-node}/<id>/<file>` (also under `/confluent-api/`): `boot.ipxe`
+//!   and `grub.cfg` rendered for the node's pending profile (or a script that exits to the local
+//!   disk), `x86_64.efi`/`aarch64.efi` (the iPXE loader handed to UEFI HTTP boot), and any other
+//!   file redirected into the pending profile's directory;
+//! - `/boot/su/<id>[/<name>]`: the short URLs the DHCP service hands out for long names.
+//!
+//! Nothing here needs a session: these URLs reveal only what a booting machine must fetch.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::files;
+use crate::boot::{Identity, profile, scripts};
+use crate::daemon::Context;
+use crate::eventlog::Event;
+
+/// The boot routes; `secure` says whether this listener is HTTPS (for the URLs in scripts).
+pub fn routes(secure: bool) -> Router<Context> {
+    let by_identity =
+        move |state: State<Context>,
+              path: Path<(String, String, String)>,
+              method: Method,
+              headers: HeaderMap| { by_identity(state, path, method, headers, secure) };
+    Router::new()
+        .route("/confluent-public/{*path}", get(public_file))
+        .route("/boot/su/{id}", get(short_link))
+        .route("/boot/su/{id}/{*name}", get(short_link_named))
+        .route("/boot/{kind}/{id}/{*file}", get(by_identity))
+        .route("/confluent-api/boot/{kind}/{id}/{*file}", get(by_identity))
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut text = text.into();
+    text.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn script(text: String) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect target"),
+    }
+}
+
+/// The `Host` the client used, if it is a plausible `host[:port]`.
+fn request_host(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let plausible = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']' | '_'));
+    plausible.then_some(host)
+}
+
+async fn public_file(
+    State(context): State<Context>,
+    Path(path): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let boot = &context.boot;
+    let allowed = files::canonical_roots(&[&boot.public, &boot.distributions]);
+    match files::resolve(&boot.public, &path, &allowed) {
+        Ok(resolved) => files::serve(resolved, &method, &headers).await,
+        Err(files::PathRefused::NotFound) => plain(StatusCode::NOT_FOUND, "not found"),
+        Err(refused) => {
+            tracing::info!(path = %path.escape_debug(), refused = ?refused, "refused a public file path");
+            plain(StatusCode::FORBIDDEN, "this path is not served")
+        }
+    }
+}
+
+async fn short_link(State(context): State<Context>, Path(id): Path<String>) -> Response {
+    match context.boot.short_links.get(&id) {
+        Some(target) => redirect(&target),
+        None => plain(StatusCode::NOT_FOUND, "unknown or expired short link"),
+    }
+}
+
+async fn short_link_named(
+    state: State<Context>,
+    Path((id, _name)): Path<(String, String)>,
+) -> Response {
+    short_link(state, Path(id)).await
+}
+
+/// Record what a booting machine was given, for "why did node X not boot?".
+fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
+    let mut event = Event::new("boot.http", detail);
+    if let Some(node) = node {
+        event = event.node(node);
+    }
+    // Never blocks; a full queue is counted by the log itself.
+    let _ = context.events.events.append(event);
+}
+
+async fn by_identity(
+    State(context): State<Context>,
+    Path((kind, id, file)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    secure: bool,
+) -> Response {
+    let Some(identity) = Identity::parse(&kind, &id) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("{kind}/{id}: expected by-mac/<mac>, by-uuid/<uuid> or by-node/<node>"),
+        );
+    };
+    let boot = &context.boot;
+    // The EFI loader for UEFI HTTP boot: the same for every machine.
+    if let Some(arch) = file.strip_suffix(".efi")
+        && matches!(arch, "x86_64" | "aarch64")
+    {
+        let loader = boot.loaders.join(arch).join("ipxe.efi");
+        let allowed = files::canonical_roots(&[&boot.loaders]);
+        return match files::resolve(&boot.loaders, &format!("{arch}/ipxe.efi"), &allowed) {
+            Ok(resolved) => files::serve(resolved, &method, &headers).await,
+            Err(_) => plain(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no boot loader at {} (run bootloaders/install.sh)",
+                    loader.display()
+                ),
+            ),
+        };
+    }
+    let Some(node) = boot.identify(&identity).await else {
+        record(
+            &context,
+            None,
+            serde_json::json!({"request": format!("{kind}/{id}/{file}"), "outcome": "unknown machine"}),
+        );
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("{kind}/{id}: unknown machine"),
+        );
+    };
+    let Some(host) = request_host(&headers) else {
+        return plain(StatusCode::BAD_REQUEST, "a Host header is required");
+    };
+    let scheme = if secure { "https" } else { "http" };
+    let pending = node.pending_profile.clone();
+    let outcome = |text: &str| {
+        serde_json::json!({
+            "request": format!("{kind}/{id}/{file}"),
+            "profile": pending.as_deref(),
+            "outcome": text,
+        })
+    };
+    let Some(profile_name) = pending.as_deref() else {
+        let body = match file.as_str() {
+            "boot.ipxe" => scripts::ipxe_local(&node.name),
+            "grub.cfg" => scripts::grub_local(&node.name),
+            _ => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    format!("{}: no deployment pending", node.name),
+                );
+            }
+        };
+        record(&context, Some(&node.name), outcome("local boot"));
+        return script(body);
+    };
+    if !matches!(file.as_str(), "boot.ipxe" | "grub.cfg") {
+        // Anything else lives in the profile (reference 10.5: by-* redirects into it).
+        return redirect(&format!(
+            "{}/{file}",
+            scripts::profile_url(&format!("{scheme}://{host}"), profile_name)
+        ));
+    }
+    let loaded = {
+        let profiles = boot.profiles();
+        let name = profile_name.to_string();
+        tokio::task::spawn_blocking(move || profile::load(&profiles, &name)).await
+    };
+    let profile = match loaded {
+        Ok(Ok(profile)) => profile,
+        Ok(Err(error)) => {
+            record(&context, Some(&node.name), outcome(&error.to_string()));
+            return plain(StatusCode::NOT_FOUND, format!("{}: {error}", node.name));
+        }
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "profile loader failed"),
+    };
+    let body = if file == "boot.ipxe" {
+        scripts::ipxe(&profile, &node.name, &format!("{scheme}://{host}"))
+    } else {
+        scripts::grub(&profile, host, secure)
+    };
+    record(&context, Some(&node.name), outcome("boot script"));
+    script(body)
+}

@@ -1,0 +1,231 @@
+//! The unauthenticated boot routes with a real client (`curl`): profile files with ranges and
+//! ETags, per-node scripts by MAC, UUID and name, redirects into the pending profile, and paths
+//! that try to leave the public tree.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::DaemonProcess;
+
+fn curl(arguments: &[&str]) -> (String, Vec<u8>) {
+    let output = Command::new("curl")
+        .args(["-s", "-D", "-", "--path-as-is"])
+        .args(arguments)
+        .output()
+        .expect("curl (apt-get install -y curl)");
+    // Headers first, then the body, separated by the first blank line.
+    let raw = output.stdout;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("response headers");
+    let headers = String::from_utf8_lossy(&raw[..split]).to_string();
+    (headers, raw[split + 4..].to_vec())
+}
+
+fn status(headers: &str) -> u16 {
+    headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status code")
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args(arguments)
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .expect("run confluent");
+    assert!(
+        output.status.success(),
+        "confluent {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn make_profile(state: &Path, kernel: &[u8]) {
+    let profile = state.join("lib/public/os/p1");
+    std::fs::create_dir_all(profile.join("boot/initramfs")).unwrap();
+    std::fs::write(
+        profile.join("profile.yaml"),
+        "label: P One\nkernelargs: quiet console=ttyS0\n",
+    )
+    .unwrap();
+    std::fs::write(profile.join("boot/kernel"), kernel).unwrap();
+    std::fs::write(profile.join("boot/initramfs/b.cpio"), b"bb").unwrap();
+    std::fs::write(profile.join("boot/initramfs/a.cpio"), b"aa").unwrap();
+    std::fs::write(state.join("secret.txt"), b"top secret").unwrap();
+    std::os::unix::fs::symlink(state.join("secret.txt"), profile.join("leak")).unwrap();
+    std::os::unix::fs::symlink("/etc", profile.join("etc")).unwrap();
+}
+
+#[test]
+fn profile_files_support_ranges_etags_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    let kernel: Vec<u8> = (0..3_000_000u32).map(|index| (index % 251) as u8).collect();
+    make_profile(dir.path(), &kernel);
+    let base = format!("http://{}", daemon.listener("http"));
+    let url = format!("{base}/confluent-public/os/p1/boot/kernel");
+
+    let (headers, body) = curl(&[&url]);
+    assert_eq!(status(&headers), 200, "{headers}");
+    assert_eq!(body, kernel);
+    assert_eq!(header(&headers, "content-length"), Some("3000000"));
+    assert_eq!(header(&headers, "accept-ranges"), Some("bytes"));
+    assert!(header(&headers, "content-encoding").is_none());
+    let etag = header(&headers, "etag").expect("etag").to_string();
+
+    let (headers, body) = curl(&["-r", "1000-1999", &url]);
+    assert_eq!(status(&headers), 206, "{headers}");
+    assert_eq!(body, &kernel[1000..2000]);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some("bytes 1000-1999/3000000")
+    );
+    let (headers, body) = curl(&["-r", "-10", &url]);
+    assert_eq!(status(&headers), 206);
+    assert_eq!(body, &kernel[kernel.len() - 10..]);
+    let (headers, _) = curl(&["-r", "4000000-", &url]);
+    assert_eq!(status(&headers), 416);
+    assert_eq!(header(&headers, "content-range"), Some("bytes */3000000"));
+
+    let (headers, body) = curl(&["-H", &format!("If-None-Match: {etag}"), &url]);
+    assert_eq!(status(&headers), 304);
+    assert!(body.is_empty());
+    let (headers, body) = curl(&["-H", "If-None-Match: \"other\"", &url]);
+    assert_eq!(status(&headers), 200);
+    assert_eq!(body.len(), kernel.len());
+    // If-Range with a stale validator: the whole file.
+    let (headers, body) = curl(&["-r", "0-9", "-H", "If-Range: \"stale\"", &url]);
+    assert_eq!(status(&headers), 200);
+    assert_eq!(body.len(), kernel.len());
+
+    // HEAD (curl -I prints the headers again as its output, and no body).
+    let (headers, body) = curl(&["-I", &url]);
+    assert_eq!(status(&headers), 200);
+    assert_eq!(header(&headers, "content-length"), Some("3000000"));
+    assert!(body.len() < 1024, "HEAD returned a body");
+    daemon.stop();
+}
+
+#[test]
+fn public_paths_never_escape_their_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    make_profile(dir.path(), b"kernel");
+    let base = format!("http://{}", daemon.listener("http"));
+    for path in [
+        "/confluent-public/os/p1/../../../secret.txt",
+        "/confluent-public/os/p1/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+        "/confluent-public/os/p1/leak",
+        "/confluent-public/os/p1/etc/passwd",
+        "/confluent-public/os/p1/..%2f..%2f..%2fsecret.txt",
+        "/confluent-public/os/p1/%00",
+    ] {
+        let (headers, body) = curl(&[&format!("{base}{path}")]);
+        let code = status(&headers);
+        assert!(matches!(code, 400 | 403 | 404), "{path}: {code}\n{headers}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("top secret") && !body.contains("root:"),
+            "{path}: {body}"
+        );
+    }
+    // The site CA is public; the private keys under etc/ are not reachable at all.
+    let (headers, _) = curl(&[&format!("{base}/confluent-public/site/tls/ca.pem")]);
+    assert_eq!(status(&headers), 200);
+    daemon.stop();
+}
+
+#[test]
+fn per_node_scripts_by_mac_uuid_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    make_profile(dir.path(), b"kernel");
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "n1",
+            "net.eth0.hwaddr=52:54:00:aa:00:01",
+            "id.uuid=0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
+            "deployment.pendingprofile=p1",
+        ],
+    );
+    confluent(
+        &daemon,
+        &["nodedefine", "n2", "net.eth0.hwaddr=52:54:00:aa:00:02"],
+    );
+    let address = daemon.listener("http");
+    let base = format!("http://{address}");
+    for path in [
+        "/boot/by-mac/52:54:00:aa:00:01/boot.ipxe",
+        "/boot/by-mac/52-54-00-AA-00-01/boot.ipxe",
+        "/boot/by-uuid/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/boot.ipxe",
+        "/boot/by-node/n1/boot.ipxe",
+        "/confluent-api/boot/by-node/n1/boot.ipxe",
+    ] {
+        let (headers, body) = curl(&[&format!("{base}{path}")]);
+        assert_eq!(status(&headers), 200, "{path}: {headers}");
+        let script = String::from_utf8(body).unwrap();
+        assert!(script.starts_with("#!ipxe\n"), "{script}");
+        assert!(
+            script.contains(&format!(
+                "kernel {base}/confluent-public/os/p1/boot/kernel initrd=a.cpio initrd=b.cpio quiet console=ttyS0"
+            )),
+            "{script}"
+        );
+        assert!(
+            script.find("a.cpio http").unwrap() < script.find("b.cpio http").unwrap(),
+            "{script}"
+        );
+    }
+    let (headers, body) = curl(&[&format!("{base}/boot/by-node/n1/grub.cfg")]);
+    assert_eq!(status(&headers), 200);
+    let config = String::from_utf8(body).unwrap();
+    assert!(
+        config.contains(&format!(
+            "linux (http,{address})/confluent-public/os/p1/boot/kernel quiet console=ttyS0"
+        )),
+        "{config}"
+    );
+    // Other files are redirected into the pending profile.
+    let (headers, _) = curl(&[&format!("{base}/boot/by-node/n1/boot/kernel")]);
+    assert_eq!(status(&headers), 302);
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("{base}/confluent-public/os/p1/boot/kernel").as_str())
+    );
+    // Nothing pending: leave the network boot.
+    let (headers, body) = curl(&[&format!("{base}/boot/by-mac/52:54:00:aa:00:02/boot.ipxe")]);
+    assert_eq!(status(&headers), 200);
+    let script = String::from_utf8(body).unwrap();
+    assert!(script.contains("\nexit 0\n"), "{script}");
+    // Unknown machines and pending profiles that do not exist are errors with a reason.
+    let (headers, body) = curl(&[&format!("{base}/boot/by-mac/52:54:00:aa:00:99/boot.ipxe")]);
+    assert_eq!(status(&headers), 404);
+    assert!(String::from_utf8_lossy(&body).contains("unknown machine"));
+    confluent(
+        &daemon,
+        &["nodeattrib", "n2", "deployment.pendingprofile=missing"],
+    );
+    let (headers, body) = curl(&[&format!("{base}/boot/by-node/n2/boot.ipxe")]);
+    assert_eq!(status(&headers), 404);
+    assert!(
+        String::from_utf8_lossy(&body).contains("profile missing does not exist"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    daemon.stop();
+}

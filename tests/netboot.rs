@@ -1,0 +1,372 @@
+//! Machines that really boot: a QEMU VM with no disk network-boots from `confluentd` (DHCP,
+//! TFTP and HTTP on a bridge in a network namespace made by the test) into a Linux kernel and a
+//! busybox initramfs served from an OS profile, and the initramfs prints a marker on the serial
+//! console, which the test reads. Needs root, QEMU, OVMF and the Debian archive (the kernel,
+//! busybox and iPXE come from Debian packages: `tests/support/netboot-kit.sh`,
+//! `bootloaders/install.sh`).
+//!
+//! QEMU's NIC option ROM is iPXE, so the BIOS chain is ROM (iPXE) -> per-node script over HTTP
+//! -> kernel; the TFTP stage is exercised by OVMF's native PXE, which fetches `ipxe.efi`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::DaemonProcess;
+use common::net::{KillOnDrop, Namespaces, require, require_root, run};
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+const PROFILE: &str = "netboot-test";
+
+/// The kernel and initramfs, built once per machine (cached).
+fn kit() -> PathBuf {
+    let dir = std::env::var_os("CONFLUENT_NETBOOT_KIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/confluent-tests/netboot"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/netboot-kit.sh");
+    let status = Command::new(&script)
+        .arg(&dir)
+        .status()
+        .expect("run tests/support/netboot-kit.sh");
+    assert!(status.success(), "tests/support/netboot-kit.sh failed");
+    dir
+}
+
+/// A profile with the kit's kernel and initramfs; the marker goes on the kernel command line.
+fn install_profile(state: &Path, marker: &str) {
+    let kit = kit();
+    let boot = state.join("lib/public/os").join(PROFILE).join("boot");
+    std::fs::create_dir_all(boot.join("initramfs")).unwrap();
+    std::fs::copy(kit.join("kernel"), boot.join("kernel")).unwrap();
+    std::fs::copy(kit.join("initramfs.cpio"), boot.join("initramfs/test.cpio")).unwrap();
+    std::fs::write(
+        state.join("lib/public/os").join(PROFILE).join("profile.yaml"),
+        format!(
+            "label: Network boot test\nkernelargs: console=ttyS0 quiet panic=-1 confluent_marker={marker}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn install_boot_loaders(state: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bootloaders/install.sh");
+    let output = Command::new(&script)
+        .args(["--only", "ipxe"])
+        .arg(state.join("lib/tftpboot"))
+        .output()
+        .expect("run bootloaders/install.sh");
+    assert!(
+        output.status.success(),
+        "bootloaders/install.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A namespace with a bridge (the server's address on it) and a tap for QEMU on the bridge.
+struct Lab {
+    namespace: String,
+    bridge: String,
+    tap: String,
+    _namespaces: Namespaces,
+}
+
+impl Lab {
+    fn new(subnet_prefix: &str) -> Lab {
+        require_root("the network boot tests create namespaces and bind ports 67 and 69");
+        require("ip", "iproute2");
+        require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu ovmf");
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let namespace = format!("cfboot{id}");
+        let bridge = format!("nbr{id}");
+        let tap = format!("ntap{id}");
+        run("ip", &["netns", "add", &namespace]);
+        let namespaces = Namespaces(vec![namespace.clone()]);
+        let ip = |arguments: &[&str]| {
+            let mut all = vec!["-n", namespace.as_str()];
+            all.extend_from_slice(arguments);
+            run("ip", &all);
+        };
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{subnet_prefix}.1/24"),
+            "dev",
+            &bridge,
+        ]);
+        ip(&["link", "set", &bridge, "up"]);
+        ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
+        ip(&["link", "set", &tap, "master", &bridge]);
+        ip(&["link", "set", &tap, "up"]);
+        Lab {
+            namespace,
+            bridge,
+            tap,
+            _namespaces: namespaces,
+        }
+    }
+
+    fn start_daemon(&self, state: &Path) -> DaemonProcess {
+        let dhcp = format!("{}=full", self.bridge);
+        DaemonProcess::start_wrapped(
+            state,
+            &["ip", "netns", "exec", &self.namespace],
+            &["--dhcp", &dhcp, "--http", "0.0.0.0:0"],
+        )
+    }
+
+    /// Start QEMU (TCG: this machine's KVM cannot run firmware) with its serial console in
+    /// `serial`; it exits when the guest powers off.
+    fn start_vm(&self, serial: &Path, extra: &[&str]) -> KillOnDrop {
+        let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap);
+        let log = std::fs::File::create(serial).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.namespace, "qemu-system-x86_64"])
+            .args([
+                "-accel",
+                "tcg",
+                "-nographic",
+                "-no-reboot",
+                "-boot",
+                "n",
+                "-netdev",
+                &netdev,
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run qemu");
+        KillOnDrop(child)
+    }
+}
+
+fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args(arguments)
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .expect("run confluent");
+    assert!(
+        output.status.success(),
+        "confluent {arguments:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Wait until the serial log contains `needle` (or the VM exits, or time runs out).
+fn wait_for_serial(serial: &Path, vm: &mut KillOnDrop, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(serial).unwrap_or_default()).to_string();
+        if text.contains(needle) {
+            return text;
+        }
+        let exited = matches!(vm.0.try_wait(), Ok(Some(_)));
+        assert!(
+            !exited && Instant::now() < deadline,
+            "{needle:?} not on the serial console ({}); last output:\n{}",
+            if exited { "the VM exited" } else { "timed out" },
+            tail(&text)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn ovmf(dir: &Path) -> Vec<String> {
+    let variables = dir.join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &variables)
+        .expect("OVMF_VARS.fd: apt-get install -y ovmf");
+    vec![
+        "-drive".into(),
+        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", variables.display()),
+    ]
+}
+
+/// Define node `n1` with `mac` and the test profile pending, boot a VM with `vm_arguments` and
+/// wait for the initramfs marker; the DHCP exchanges must show the boot files `offered` (with
+/// `{http_port}` standing for the HTTP listener's port).
+fn boots_to_initramfs(
+    subnet_prefix: &str,
+    mac: &str,
+    vm_arguments: &[String],
+    offered: &[&str],
+    limit: Duration,
+) {
+    let lab = Lab::new(subnet_prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let marker = format!("m{}", std::process::id());
+    let daemon = lab.start_daemon(&state);
+    install_profile(&state, &marker);
+    install_boot_loaders(&state);
+    let hwaddr = format!("net.eth0.hwaddr={mac}");
+    let address = format!("net.eth0.ipv4_address={subnet_prefix}.21/24");
+    let pending = format!("deployment.pendingprofile={PROFILE}");
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "n1",
+            &hwaddr,
+            &address,
+            &pending,
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let serial = dir.path().join("serial.log");
+    let arguments: Vec<&str> = vm_arguments.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut vm = lab.start_vm(&serial, &arguments);
+    let needle = format!("CONFLUENT-NETBOOT-REACHED-INITRAMFS marker={marker}");
+    wait_for_serial(&serial, &mut vm, &needle, limit);
+    eprintln!(
+        "reached the initramfs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let http_port = daemon.listener("http").port().to_string();
+    let exchanges = daemon
+        .client()
+        .request(
+            "retrieve",
+            "/networking/dhcp/exchanges",
+            serde_json::json!({}),
+        )
+        .expect("retrieve exchanges");
+    let files: Vec<String> = exchanges
+        .iter()
+        .filter_map(|message| message.get("exchange"))
+        .filter(|exchange| exchange["reply"] == "ACK" && exchange["node"] == "n1")
+        .filter_map(|exchange| exchange["boot_file"].as_str().map(str::to_string))
+        .collect();
+    for file in offered {
+        let file = file.replace("{http_port}", &http_port);
+        assert!(
+            files.contains(&file),
+            "{file} not acknowledged to n1: {files:?}"
+        );
+    }
+    // The daemon recorded what it served the node.
+    let messages = daemon
+        .client()
+        .request(
+            "retrieve",
+            "/events/log",
+            serde_json::json!({"type": "boot.http", "noderange": "n1"}),
+        )
+        .expect("query the event log");
+    assert!(
+        format!("{messages:?}").contains("boot script"),
+        "no boot.http event for n1: {messages:?}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn bios_ipxe_rom_boots_the_pending_profile_over_http() {
+    let mac = "52:54:00:71:00:01";
+    boots_to_initramfs(
+        "10.71.0",
+        mac,
+        &[
+            "-m".into(),
+            "512".into(),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        ],
+        &["http://10.71.0.1:{http_port}/boot/by-mac/52:54:00:71:00:01/boot.ipxe"],
+        Duration::from_secs(180),
+    );
+}
+
+#[test]
+fn uefi_http_boot_without_tftp() {
+    let mac = "52:54:00:73:00:01";
+    let dir = tempfile::tempdir().unwrap();
+    let mut arguments = ovmf(dir.path());
+    arguments.extend([
+        // Skip OVMF's PXE attempts so it goes straight to HTTP boot.
+        "-fw_cfg".into(),
+        "name=opt/org.tianocore/IPv4PXESupport,string=n".into(),
+        "-fw_cfg".into(),
+        "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
+        "-m".into(),
+        "512".into(),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+    ]);
+    boots_to_initramfs(
+        "10.73.0",
+        mac,
+        &arguments,
+        &[
+            "http://10.73.0.1:{http_port}/boot/by-mac/52:54:00:73:00:01/x86_64.efi",
+            "http://10.73.0.1:{http_port}/boot/by-mac/52:54:00:73:00:01/boot.ipxe",
+        ],
+        Duration::from_secs(300),
+    );
+}
+
+#[test]
+fn a_node_with_nothing_pending_is_not_network_booted() {
+    let lab = Lab::new("10.74.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let daemon = lab.start_daemon(&state);
+    install_profile(&state, "unused");
+    let mac = "52:54:00:74:00:01";
+    let hwaddr = format!("net.eth0.hwaddr={mac}");
+    confluent(
+        &daemon,
+        &[
+            "nodedefine",
+            "idle1",
+            &hwaddr,
+            "net.eth0.ipv4_address=10.74.0.21/24",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+    let serial = dir.path().join("serial.log");
+    let device = format!("virtio-net-pci,netdev=n0,mac={mac}");
+    let mut vm = lab.start_vm(&serial, &["-m", "256", "-device", &device]);
+    // iPXE gets an address but no boot file, gives up, and the BIOS moves on to the next
+    // device (there is none here).
+    let text = wait_for_serial(
+        &serial,
+        &mut vm,
+        "No bootable device",
+        Duration::from_secs(180),
+    );
+    assert!(!text.contains("CONFLUENT-NETBOOT-REACHED-INITRAMFS"));
+    let host = daemon.listener("http");
+    // Its per-node script (for machines chained to it statically) says: boot from disk.
+    let script = Command::new("ip")
+        .args(["netns", "exec", &lab.namespace, "curl", "-sf"])
+        .arg(format!(
+            "http://10.74.0.1:{}/boot/by-mac/{mac}/boot.ipxe",
+            host.port()
+        ))
+        .output()
+        .expect("curl");
+    let script = String::from_utf8_lossy(&script.stdout);
+    assert!(script.starts_with("#!ipxe"), "{script}");
+    assert!(script.contains("\nexit"), "{script}");
+    daemon.stop();
+}
