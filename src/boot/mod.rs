@@ -11,7 +11,7 @@ pub mod profile;
 pub mod scripts;
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::dhcp::directory::NodeBoot;
@@ -31,6 +31,10 @@ pub struct Boot {
     /// `lib/tftpboot`: boot loaders (`x86_64/undionly.kpxe`, `x86_64/ipxe.efi`, ...).
     pub loaders: PathBuf,
     pub short_links: Arc<ShortLinks>,
+    /// Canonical roots that public files may resolve into (`public`, `distributions`).
+    pub public_roots: Arc<[PathBuf]>,
+    /// Canonical `loaders`.
+    pub loader_roots: Arc<[PathBuf]>,
 }
 
 /// How a boot URL names the machine.
@@ -54,14 +58,23 @@ impl Identity {
 }
 
 impl Boot {
-    pub fn new(directory: Arc<LiveDirectory>, lib: &std::path::Path) -> Boot {
-        Boot {
-            directory,
-            public: lib.join("public"),
-            distributions: lib.join("distributions"),
-            loaders: lib.join("tftpboot"),
-            short_links: Arc::new(ShortLinks::default()),
+    /// Create the directories under `lib` if needed and note their canonical forms.
+    pub fn new(directory: Arc<LiveDirectory>, lib: &Path) -> std::io::Result<Boot> {
+        let public = lib.join("public");
+        let distributions = lib.join("distributions");
+        let loaders = lib.join("tftpboot");
+        for dir in [&public.join("os"), &distributions, &loaders] {
+            std::fs::create_dir_all(dir)?;
         }
+        Ok(Boot {
+            directory,
+            public_roots: Arc::from(vec![public.canonicalize()?, distributions.canonicalize()?]),
+            loader_roots: Arc::from(vec![loaders.canonicalize()?]),
+            public,
+            distributions,
+            loaders,
+            short_links: Arc::new(ShortLinks::default()),
+        })
     }
 
     /// `lib/public/os`.

@@ -123,15 +123,8 @@ impl Daemon {
             .context("failed to open the event logs")?;
         let events = Arc::new(events);
         let (directory, refresher) = crate::dhcp::live::LiveDirectory::start(&config);
-        let boot = crate::boot::Boot::new(directory, &paths.lib);
-        for dir in [
-            boot.profiles(),
-            boot.distributions.clone(),
-            boot.loaders.clone(),
-        ] {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("failed to create {}", dir.display()))?;
-        }
+        let boot = crate::boot::Boot::new(directory, &paths.lib)
+            .context("failed to prepare the boot file directories")?;
         let context = Context {
             paths: Arc::new(paths),
             config,

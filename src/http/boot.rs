@@ -84,15 +84,7 @@ async fn public_file(
     headers: HeaderMap,
 ) -> Response {
     let boot = &context.boot;
-    let allowed = files::canonical_roots(&[&boot.public, &boot.distributions]);
-    match files::resolve(&boot.public, &path, &allowed) {
-        Ok(resolved) => files::serve(resolved, &method, &headers).await,
-        Err(files::PathRefused::NotFound) => plain(StatusCode::NOT_FOUND, "not found"),
-        Err(refused) => {
-            tracing::info!(path = %path.escape_debug(), refused = ?refused, "refused a public file path");
-            plain(StatusCode::FORBIDDEN, "this path is not served")
-        }
-    }
+    files::serve(&boot.public, &path, &boot.public_roots, &method, &headers).await
 }
 
 async fn short_link(State(context): State<Context>, Path(id): Path<String>) -> Response {
@@ -137,18 +129,15 @@ async fn by_identity(
     if let Some(arch) = file.strip_suffix(".efi")
         && matches!(arch, "x86_64" | "aarch64")
     {
-        let loader = boot.loaders.join(arch).join("ipxe.efi");
-        let allowed = files::canonical_roots(&[&boot.loaders]);
-        return match files::resolve(&boot.loaders, &format!("{arch}/ipxe.efi"), &allowed) {
-            Ok(resolved) => files::serve(resolved, &method, &headers).await,
-            Err(_) => plain(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no boot loader at {} (run bootloaders/install.sh)",
-                    loader.display()
-                ),
-            ),
-        };
+        let loader = format!("{arch}/ipxe.efi");
+        return files::serve(
+            &boot.loaders,
+            &loader,
+            &boot.loader_roots,
+            &method,
+            &headers,
+        )
+        .await;
     }
     let Some(node) = boot.identify(&identity).await else {
         record(

@@ -9,6 +9,8 @@ use std::path::{Component, Path, PathBuf};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 /// Files up to this size are read in one go; larger ones are streamed.
@@ -143,23 +145,82 @@ fn plain(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-/// Serve the file at `path` (already resolved) for `method` and the request `headers`.
-pub async fn serve(path: PathBuf, method: &Method, headers: &HeaderMap) -> Response {
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+/// A file opened for serving, with its whole content when small.
+struct Opened {
+    path: PathBuf,
+    file: std::fs::File,
+    metadata: std::fs::Metadata,
+    content: Option<axum::body::Bytes>,
+}
+
+enum OpenError {
+    Refused(PathRefused),
+    NotAFile,
+    Io(std::io::Error),
+}
+
+/// Resolve, open, stat and (when small) read in one trip to the blocking pool.
+fn open(root: &Path, request: &str, allowed: &[PathBuf], read: bool) -> Result<Opened, OpenError> {
+    let path = resolve(root, request, allowed).map_err(OpenError::Refused)?;
+    let mut file = std::fs::File::open(&path).map_err(OpenError::Io)?;
+    let metadata = file.metadata().map_err(OpenError::Io)?;
+    if !metadata.is_file() {
+        return Err(OpenError::NotAFile);
+    }
+    let content = if read && metadata.len() <= SMALL_FILE {
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(OpenError::Io)?;
+        Some(axum::body::Bytes::from(bytes))
+    } else {
+        None
+    };
+    Ok(Opened {
+        path,
+        file,
+        metadata,
+        content,
+    })
+}
+
+/// Serve `request` (a path relative to `root`, confined to the canonical `allowed` roots).
+pub async fn serve(
+    root: &Path,
+    request: &str,
+    allowed: &Arc<[PathBuf]>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let (root, request, allowed) = (root.to_path_buf(), request.to_string(), allowed.clone());
+    let read = method != Method::HEAD;
+    let opened = tokio::task::spawn_blocking(move || open(&root, &request, &allowed, read)).await;
+    let opened = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(OpenError::Refused(PathRefused::NotFound))) | Ok(Err(OpenError::NotAFile)) => {
             return plain(StatusCode::NOT_FOUND, "not found");
         }
-        Err(error) => {
-            tracing::warn!(path = %path.display(), error = %error, "failed to open a boot file");
+        Ok(Err(OpenError::Refused(refused))) => {
+            tracing::info!(refused = ?refused, "refused a boot file path");
+            return plain(StatusCode::FORBIDDEN, "this path is not served");
+        }
+        Ok(Err(OpenError::Io(error))) if error.kind() == std::io::ErrorKind::NotFound => {
+            return plain(StatusCode::NOT_FOUND, "not found");
+        }
+        Ok(Err(OpenError::Io(error))) => {
+            tracing::warn!(error = %error, "failed to open a boot file");
             return plain(StatusCode::FORBIDDEN, "cannot open this file");
         }
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "file reader failed"),
     };
-    let metadata = match file.metadata().await {
-        Ok(metadata) if metadata.is_file() => metadata,
-        Ok(_) => return plain(StatusCode::NOT_FOUND, "not a file"),
-        Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
-    };
+    respond(opened, method, headers).await
+}
+
+async fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Response {
+    let Opened {
+        path,
+        file,
+        metadata,
+        content,
+    } = opened;
     let length = metadata.len();
     let etag = etag_of(&metadata);
     let mut response_headers = HeaderMap::new();
@@ -208,23 +269,23 @@ pub async fn serve(path: PathBuf, method: &Method, headers: &HeaderMap) -> Respo
     if method == Method::HEAD || count == 0 {
         return (status, response_headers).into_response();
     }
+    if let Some(content) = content {
+        // Small files were read whole (ranges are slices of it); a file that changed size
+        // since is served as read, with its real length.
+        let end = (start + count).min(content.len() as u64) as usize;
+        let body = content.slice((start as usize).min(end)..end);
+        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        return (status, response_headers, Body::from(body)).into_response();
+    }
+    let mut file = tokio::fs::File::from_std(file);
     if start > 0
         && let Err(error) = file.seek(SeekFrom::Start(start)).await
     {
         tracing::warn!(path = %path.display(), error = %error, "failed to seek in a boot file");
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read this file");
     }
-    let body = if count <= SMALL_FILE {
-        let mut bytes = Vec::with_capacity(count as usize);
-        if let Err(error) = (&mut file).take(count).read_to_end(&mut bytes).await {
-            tracing::warn!(path = %path.display(), error = %error, "failed to read a boot file");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read this file");
-        }
-        Body::from(bytes)
-    } else {
-        let reader = file.take(count);
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK))
-    };
+    let reader = file.take(count);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));
     (status, response_headers, body).into_response()
 }
 
