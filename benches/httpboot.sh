@@ -50,6 +50,7 @@ head -c 65536 /dev/urandom > "$files/small.bin"
 echo "label: bench" > "$state/lib/public/os/bench/profile.yaml"
 
 cat > "$work/nginx.conf" <<NGINX
+user root;
 worker_processes auto;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;

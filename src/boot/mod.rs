@@ -35,6 +35,8 @@ pub struct Boot {
     pub public_roots: Arc<[PathBuf]>,
     /// Canonical `loaders`.
     pub loader_roots: Arc<[PathBuf]>,
+    /// Small boot files recently served over HTTP.
+    pub file_cache: crate::http::files::SmallFileCache,
 }
 
 /// How a boot URL names the machine.
@@ -74,6 +76,7 @@ impl Boot {
             distributions,
             loaders,
             short_links: Arc::new(ShortLinks::default()),
+            file_cache: Default::default(),
         })
     }
 

@@ -84,7 +84,15 @@ async fn public_file(
     headers: HeaderMap,
 ) -> Response {
     let boot = &context.boot;
-    files::serve(&boot.public, &path, &boot.public_roots, &method, &headers).await
+    files::serve(
+        &boot.public,
+        &path,
+        &boot.public_roots,
+        &boot.file_cache,
+        &method,
+        &headers,
+    )
+    .await
 }
 
 async fn short_link(State(context): State<Context>, Path(id): Path<String>) -> Response {
@@ -134,6 +142,7 @@ async fn by_identity(
             &boot.loaders,
             &loader,
             &boot.loader_roots,
+            &boot.file_cache,
             &method,
             &headers,
         )

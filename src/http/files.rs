@@ -2,21 +2,23 @@
 //! with `If-None-Match`, single byte ranges (`Range`, `If-Range`), HEAD, and bodies streamed in
 //! large chunks without a thread per download.
 
-use std::io::SeekFrom;
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-
 /// Files up to this size are read in one go; larger ones are streamed.
 const SMALL_FILE: u64 = 256 * 1024;
 /// Chunk size when streaming.
-const CHUNK: usize = 1024 * 1024;
+const CHUNK: usize = 2 * 1024 * 1024;
+/// Chunks read ahead of the connection.
+const READ_AHEAD: usize = 3;
 
 /// Why a path cannot be served.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,12 +147,60 @@ fn plain(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-/// A file opened for serving, with its whole content when small.
+/// What is served: a small file's bytes (possibly from the cache) or an open large file.
+enum Source {
+    Memory(Bytes),
+    File(std::fs::File),
+}
+
+/// A file ready to be served.
 struct Opened {
-    path: PathBuf,
-    file: std::fs::File,
-    metadata: std::fs::Metadata,
-    content: Option<axum::body::Bytes>,
+    content_type: &'static str,
+    length: u64,
+    etag: Arc<str>,
+    source: Source,
+}
+
+/// A small file kept in memory for [`CACHE_TTL`].
+#[derive(Clone)]
+struct Cached {
+    content_type: &'static str,
+    etag: Arc<str>,
+    content: Bytes,
+    loaded: Instant,
+}
+
+/// Small files (up to 256 KiB each, 64 MiB in all) served from memory for a second after they
+/// were read, so a boot storm fetching the same scripts and loaders costs no file system work.
+/// A changed file is seen at most one second late.
+#[derive(Default)]
+pub struct SmallFileCache {
+    entries: parking_lot::Mutex<HashMap<PathBuf, Cached>>,
+    bytes: AtomicUsize,
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(1);
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+impl SmallFileCache {
+    fn get(&self, key: &Path) -> Option<Cached> {
+        let entries = self.entries.lock();
+        let entry = entries.get(key)?;
+        (entry.loaded.elapsed() < CACHE_TTL).then(|| entry.clone())
+    }
+
+    fn insert(&self, key: PathBuf, entry: Cached) {
+        let mut entries = self.entries.lock();
+        let size = entry.content.len();
+        if self.bytes.load(Ordering::Relaxed) + size > CACHE_BYTES {
+            entries.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+        }
+        if let Some(old) = entries.insert(key, entry) {
+            self.bytes.fetch_sub(old.content.len(), Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+    }
 }
 
 enum OpenError {
@@ -160,25 +210,31 @@ enum OpenError {
 }
 
 /// Resolve, open, stat and (when small) read in one trip to the blocking pool.
-fn open(root: &Path, request: &str, allowed: &[PathBuf], read: bool) -> Result<Opened, OpenError> {
+fn open(root: &Path, request: &str, allowed: &[PathBuf]) -> Result<Opened, OpenError> {
     let path = resolve(root, request, allowed).map_err(OpenError::Refused)?;
     let mut file = std::fs::File::open(&path).map_err(OpenError::Io)?;
     let metadata = file.metadata().map_err(OpenError::Io)?;
     if !metadata.is_file() {
         return Err(OpenError::NotAFile);
     }
-    let content = if read && metadata.len() <= SMALL_FILE {
+    let etag: Arc<str> = Arc::from(etag_of(&metadata));
+    let content_type = content_type(&path);
+    let source = if metadata.len() <= SMALL_FILE {
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
         std::io::Read::read_to_end(&mut file, &mut bytes).map_err(OpenError::Io)?;
-        Some(axum::body::Bytes::from(bytes))
+        Source::Memory(Bytes::from(bytes))
     } else {
-        None
+        Source::File(file)
+    };
+    let length = match &source {
+        Source::Memory(bytes) => bytes.len() as u64,
+        Source::File(_) => metadata.len(),
     };
     Ok(Opened {
-        path,
-        file,
-        metadata,
-        content,
+        content_type,
+        length,
+        etag,
+        source,
     })
 }
 
@@ -187,12 +243,22 @@ pub async fn serve(
     root: &Path,
     request: &str,
     allowed: &Arc<[PathBuf]>,
+    cache: &SmallFileCache,
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
+    let key = root.join(request.trim_start_matches('/'));
+    if let Some(cached) = cache.get(&key) {
+        let opened = Opened {
+            content_type: cached.content_type,
+            length: cached.content.len() as u64,
+            etag: cached.etag,
+            source: Source::Memory(cached.content),
+        };
+        return respond(opened, method, headers);
+    }
     let (root, request, allowed) = (root.to_path_buf(), request.to_string(), allowed.clone());
-    let read = method != Method::HEAD;
-    let opened = tokio::task::spawn_blocking(move || open(&root, &request, &allowed, read)).await;
+    let opened = tokio::task::spawn_blocking(move || open(&root, &request, &allowed)).await;
     let opened = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(OpenError::Refused(PathRefused::NotFound))) | Ok(Err(OpenError::NotAFile)) => {
@@ -211,23 +277,29 @@ pub async fn serve(
         }
         Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "file reader failed"),
     };
-    respond(opened, method, headers).await
+    if let Source::Memory(content) = &opened.source {
+        cache.insert(
+            key,
+            Cached {
+                content_type: opened.content_type,
+                etag: opened.etag.clone(),
+                content: content.clone(),
+                loaded: Instant::now(),
+            },
+        );
+    }
+    respond(opened, method, headers)
 }
 
-async fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Response {
+fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Response {
     let Opened {
-        path,
-        file,
-        metadata,
-        content,
+        content_type,
+        length,
+        etag,
+        source,
     } = opened;
-    let length = metadata.len();
-    let etag = etag_of(&metadata);
     let mut response_headers = HeaderMap::new();
-    response_headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&path)),
-    );
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response_headers.insert(header::ETAG, value);
@@ -242,7 +314,7 @@ async fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Respon
     let if_range_ok = headers
         .get(header::IF_RANGE)
         .and_then(|value| value.to_str().ok())
-        .is_none_or(|value| value.trim() == etag);
+        .is_none_or(|value| value.trim() == &*etag);
     let range = match headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok())
@@ -269,24 +341,96 @@ async fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Respon
     if method == Method::HEAD || count == 0 {
         return (status, response_headers).into_response();
     }
-    if let Some(content) = content {
-        // Small files were read whole (ranges are slices of it); a file that changed size
-        // since is served as read, with its real length.
-        let end = (start + count).min(content.len() as u64) as usize;
-        let body = content.slice((start as usize).min(end)..end);
-        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        return (status, response_headers, Body::from(body)).into_response();
-    }
-    let mut file = tokio::fs::File::from_std(file);
-    if start > 0
-        && let Err(error) = file.seek(SeekFrom::Start(start)).await
-    {
-        tracing::warn!(path = %path.display(), error = %error, "failed to seek in a boot file");
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read this file");
-    }
-    let reader = file.take(count);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK));
+    let body = match source {
+        Source::Memory(content) => {
+            Body::from(content.slice(start as usize..(start + count) as usize))
+        }
+        Source::File(file) => Body::new(ReadAhead::start(file, start, count)),
+    };
     (status, response_headers, body).into_response()
+}
+
+/// A file body read ahead of the connection: a task reads the next chunks (positional reads
+/// on the blocking pool) while hyper writes the previous ones, so disk-cache copies and socket
+/// writes overlap. Dropping the body (client gone) stops the reader.
+struct ReadAhead {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+}
+
+impl ReadAhead {
+    fn start(file: std::fs::File, start: u64, count: u64) -> ReadAhead {
+        let (sender, chunks) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let file = Arc::new(file);
+        tokio::spawn(async move {
+            let end = start + count;
+            let mut offset = start;
+            while offset < end {
+                let size = (end - offset).min(CHUNK as u64) as usize;
+                let file = file.clone();
+                let chunk = tokio::task::spawn_blocking(move || read_chunk(&file, offset, size))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("file reader panicked")));
+                let failed = chunk.is_err();
+                if sender.send(chunk).await.is_err() || failed {
+                    return;
+                }
+                offset += size as u64;
+            }
+        });
+        ReadAhead { chunks }
+    }
+}
+
+/// Read `size` bytes at `offset` into a fresh buffer (not zero-filled first: the chunks are
+/// large and the kernel fills them).
+fn read_chunk(file: &std::fs::File, offset: u64, size: usize) -> std::io::Result<Bytes> {
+    use std::os::fd::AsRawFd as _;
+    let mut buffer: Vec<u8> = Vec::with_capacity(size);
+    while buffer.len() < size {
+        let filled = buffer.len();
+        let spare = buffer.spare_capacity_mut();
+        // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity of
+        // `buffer`, which stays alive and unaliased for the call.
+        let read = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + filled as u64) as libc::off_t,
+            )
+        };
+        match read {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being served",
+                ));
+            }
+            read if read < 0 => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            // SAFETY: the kernel initialised `read` more bytes after `filled`.
+            read => unsafe { buffer.set_len(filled + read as usize) },
+        }
+    }
+    Ok(Bytes::from(buffer))
+}
+
+impl http_body::Body for ReadAhead {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.chunks
+            .poll_recv(context)
+            .map(|chunk| chunk.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
 }
 
 #[cfg(test)]
