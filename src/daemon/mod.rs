@@ -76,6 +76,10 @@ pub struct DaemonOptions {
     pub dhcp_lease_seconds: u32,
     /// Subnets reached through DHCP relays.
     pub dhcp_relayed_subnets: Vec<ipnet::Ipv4Net>,
+    /// TFTP listener serving `lib/tftpboot/` (`None`: off).
+    pub tftp: Option<std::net::SocketAddr>,
+    /// Transfer cap and retransmission settings of the TFTP service.
+    pub tftp_limits: crate::tftp::TftpLimits,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -194,6 +198,19 @@ impl Daemon {
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.config.clone())
                 .context("failed to start the DHCP service")?;
+            services.push(Box::new(service));
+        }
+        if let Some(address) = options.tftp {
+            // Virtual files (per-node boot configurations) are not generated yet.
+            let files: Arc<dyn crate::tftp::VirtualFiles> = Arc::new(crate::tftp::NoVirtualFiles);
+            let service = crate::tftp::TftpService::bind(
+                address,
+                &context.paths.tftp_root(),
+                files,
+                options.tftp_limits.clone(),
+            )
+            .context("failed to start the TFTP service")?;
+            listeners.insert("tftp".into(), service.local_addr().to_string().into());
             services.push(Box::new(service));
         }
         // Where each listener ended up (port 0 picks a free port): for tests and tools.
