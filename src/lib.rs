@@ -3,10 +3,11 @@
 //! Code map, in reading order:
 //! - [`config`]: the configuration engine (nodes, groups, attributes, noderange, expressions,
 //!   journal, secrets, watchers);
-//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API, DHCPv4);
+//! - [`proto`]: pure protocol codecs (the TLV framing of the socket API, DHCPv4, TFTP);
 //! - [`eventlog`]: the sequential log facility (events, audit, subscriptions, boot timelines,
 //!   syslog forwarding);
 //! - [`dhcp`]: the DHCPv4 service: node directory, reply policy, leases, socket loop;
+//! - [`tftp`]: the read-only TFTP service (boot-loader directory and virtual files);
 //! - [`api`]: the one resource tree and its unix-socket transport;
 //! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
 //! - [`cli`]: the multi-call `confluent` command.
@@ -21,6 +22,7 @@ pub mod eventlog;
 pub mod http;
 pub mod pki;
 pub mod proto;
+pub mod tftp;
 
 /// Version reported by the daemon and the CLI.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

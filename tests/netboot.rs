@@ -370,3 +370,26 @@ fn a_node_with_nothing_pending_is_not_network_booted() {
     assert!(script.contains("\nexit"), "{script}");
     daemon.stop();
 }
+#[test]
+fn uefi_pxe_fetches_ipxe_efi_over_tftp_then_boots_over_http() {
+    let mac = "52:54:00:72:00:01";
+    let dir = tempfile::tempdir().unwrap();
+    let mut arguments = ovmf(dir.path());
+    arguments.extend([
+        "-m".into(),
+        "512".into(),
+        "-device".into(),
+        // No option ROM: OVMF's own PXE client (architecture 7) fetches ipxe.efi over TFTP.
+        format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+    ]);
+    boots_to_initramfs(
+        "10.72.0",
+        mac,
+        &arguments,
+        &[
+            "x86_64/ipxe.efi",
+            "http://10.72.0.1:{http_port}/boot/by-mac/52:54:00:72:00:01/boot.ipxe",
+        ],
+        Duration::from_secs(300),
+    );
+}

@@ -82,6 +82,13 @@ struct Arguments {
     /// A subnet behind a DHCP relay (CIDR), served with its default pool. Repeatable.
     #[arg(long, value_name = "CIDR")]
     dhcp_relayed_subnet: Vec<ipnet::Ipv4Net>,
+    /// TFTP listener serving the boot loaders under lib/tftpboot/ ("off" to disable).
+    /// Default: 0.0.0.0:69 when DHCP is served on an interface, otherwise off.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    tftp: Option<Listen>,
+    /// Most TFTP transfers in progress at once; more requests get a "server busy" error.
+    #[arg(long, default_value_t = 1000)]
+    tftp_max_transfers: usize,
 }
 
 /// A listen address, or `off`.
@@ -165,6 +172,20 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let tftp = match arguments.tftp {
+        Some(Listen(address)) => address,
+        None if arguments
+            .dhcp
+            .iter()
+            .any(|served| served.mode != confluent::dhcp::policy::Mode::Off) =>
+        {
+            Some(std::net::SocketAddr::from((
+                std::net::Ipv4Addr::UNSPECIFIED,
+                confluent::proto::tftp::SERVER_PORT,
+            )))
+        }
+        None => None,
+    };
     tracing::info!(version = confluent::VERSION, etc = %paths.etc.display(), run = %paths.run.display(), "confluentd starting");
     let daemon = Daemon::start(DaemonOptions {
         paths,
@@ -187,6 +208,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         dhcp: arguments.dhcp.clone(),
         dhcp_lease_seconds: arguments.dhcp_lease_time.max(60),
         dhcp_relayed_subnets: arguments.dhcp_relayed_subnet.clone(),
+        tftp,
+        tftp_limits: confluent::tftp::TftpLimits {
+            max_transfers: arguments.tftp_max_transfers.max(1),
+            ..confluent::tftp::TftpLimits::default()
+        },
     })
     .await?;
     tracing::info!("confluentd ready");

@@ -104,6 +104,22 @@ impl Boot {
     }
 }
 
+/// Files the TFTP server renders instead of reading them from the boot-loader directory: GRUB
+/// (loaded over TFTP by shim) looks for `grub.cfg-01-<mac>`, `grub.cfg-<hex address>` and
+/// `grub.cfg` in its prefix; each gets a configuration that chains to the node's own over
+/// HTTP from the server it booted from (`$net_default_server`, `$net_default_mac`).
+pub struct TftpBootFiles {
+    pub http_port: u16,
+}
+
+impl crate::tftp::VirtualFiles for TftpBootFiles {
+    fn lookup(&self, path: &str, _client: std::net::IpAddr) -> Option<bytes::Bytes> {
+        let name = path.rsplit('/').next()?;
+        (name == "grub.cfg" || name.starts_with("grub.cfg-"))
+            .then(|| bytes::Bytes::from(scripts::grub_chain(self.http_port)))
+    }
+}
+
 /// The short URLs the DHCP service handed out for names too long for the `file` field
 /// (`/boot/su/<id>/...`), resolved by the HTTP boot routes.
 #[derive(Default)]

@@ -98,11 +98,12 @@ pub fn grub_local(node: &str) -> String {
     )
 }
 
-/// GRUB configuration that chains to the per-MAC configuration over HTTP(S); served as the
-/// generic `grub.cfg` of the TFTP root, where GRUB looks first.
-pub fn grub_chain(host: &str, secure: bool) -> String {
-    let scheme = if secure { "https" } else { "http" };
-    format!("configfile ({scheme},{host})/boot/by-mac/${{net_default_mac}}/grub.cfg\n")
+/// GRUB configuration that chains to the per-MAC configuration over HTTP on `http_port` of
+/// the server GRUB was loaded from; served over TFTP where GRUB looks for its `grub.cfg`.
+pub fn grub_chain(http_port: u16) -> String {
+    format!(
+        "configfile (http,${{net_default_server}}:{http_port})/boot/by-mac/${{net_default_mac}}/grub.cfg\n"
+    )
 }
 
 #[cfg(test)]
@@ -142,6 +143,14 @@ mod tests {
             "linux (https,10.0.0.1:8443)/confluent-public/os/rocky-9.4-x86_64-default/boot/kernel quiet console=ttyS0 rd.break\n"
         ));
         assert!(config.contains("initrd (https,10.0.0.1:8443)/confluent-public/os/rocky-9.4-x86_64-default/boot/initramfs/addons.cpio (https,"));
+    }
+
+    #[test]
+    fn grub_chains_to_the_per_mac_configuration() {
+        assert_eq!(
+            grub_chain(8080),
+            "configfile (http,${net_default_server}:8080)/boot/by-mac/${net_default_mac}/grub.cfg\n"
+        );
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub struct DaemonOptions {
     pub dhcp_lease_seconds: u32,
     /// Subnets reached through DHCP relays.
     pub dhcp_relayed_subnets: Vec<ipnet::Ipv4Net>,
+    /// TFTP listener serving `lib/tftpboot/` (`None`: off).
+    pub tftp: Option<std::net::SocketAddr>,
+    /// Transfer cap and retransmission settings of the TFTP service.
+    pub tftp_limits: crate::tftp::TftpLimits,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -190,6 +194,7 @@ impl Daemon {
             );
             services.push(Box::new(service));
         }
+        let http_port = boot_settings.http_port;
         if options
             .dhcp
             .iter()
@@ -208,6 +213,20 @@ impl Daemon {
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.boot.directory.clone())
                 .context("failed to start the DHCP service")?;
+            services.push(Box::new(service));
+        }
+        if let Some(address) = options.tftp {
+            // GRUB's configuration, chaining to the per-node one over HTTP.
+            let files: Arc<dyn crate::tftp::VirtualFiles> =
+                Arc::new(crate::boot::TftpBootFiles { http_port });
+            let service = crate::tftp::TftpService::bind(
+                address,
+                &context.paths.tftp_root(),
+                files,
+                options.tftp_limits.clone(),
+            )
+            .context("failed to start the TFTP service")?;
+            listeners.insert("tftp".into(), service.local_addr().to_string().into());
             services.push(Box::new(service));
         }
         // Where each listener ended up (port 0 picks a free port): for tests and tools.

@@ -62,13 +62,18 @@ impl StatePaths {
         self.run.join("api.sock")
     }
 
+    /// The TFTP root: boot loaders (`lib/tftpboot/`).
+    pub fn tftp_root(&self) -> PathBuf {
+        self.lib.join("tftpboot")
+    }
+
     /// Create the directories; private ones are 0700.
     pub fn create(&self) -> io::Result<()> {
         for private in [&self.etc, &self.etc.join("keys"), &self.cfg_dir()] {
             fs::create_dir_all(private)?;
             fs::set_permissions(private, fs::Permissions::from_mode(0o700))?;
         }
-        for public in [&self.lib, &self.log, &self.run] {
+        for public in [&self.lib, &self.tftp_root(), &self.log, &self.run] {
             fs::create_dir_all(public)?;
         }
         Ok(())
