@@ -46,7 +46,7 @@ cp "$kit/initramfs.cpio" "$profile/boot/initramfs/test.cpio"
 echo "kernelargs: console=ttyS0 quiet" > "$profile/profile.yaml"
 bootloaders/install.sh --only ipxe "$state/lib/tftpboot" >/dev/null
 
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ip netns exec "$srv" "$bin/confluentd" --state-dir "$state" --log-level warn \
     --http 10.92.0.1:8080 --https off --tls-socket off --dhcp "$sif=full" 2>"$work/confluentd.log" &
 daemon=$!

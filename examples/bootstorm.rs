@@ -301,6 +301,7 @@ struct Stats {
     completed: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    tftp_retries: AtomicU64,
     phase_ms: [parking_lot::Mutex<Vec<u64>>; 4],
 }
 
@@ -342,7 +343,19 @@ async fn machine(
     } else {
         ack.siaddr()
     };
-    let loader = tftp_get(tftp_server, &file).await?;
+    // A busy server is retried after a pause, as firmware that retries its network boot does.
+    let mut tries = 0;
+    let loader = loop {
+        match tftp_get(tftp_server, &file).await {
+            Ok(size) => break size,
+            Err(error) if error.contains("busy") && tries < 10 => {
+                tries += 1;
+                stats.tftp_retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     stats.phase_ms[1]
         .lock()
         .push(phase.elapsed().as_millis() as u64);
@@ -498,6 +511,10 @@ async fn main() {
             percentile(&mut values, 1.0)
         );
     }
+    println!(
+        "  TFTP requests retried after \"server busy\": {}",
+        stats.tftp_retries.load(Ordering::Relaxed)
+    );
     for (error, count) in errors.lock().iter() {
         println!("  failure x{count}: {error}");
     }

@@ -87,7 +87,7 @@ struct Arguments {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     tftp: Option<Listen>,
     /// Most TFTP transfers in progress at once; more requests get a "server busy" error.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 4096)]
     tftp_max_transfers: usize,
 }
 

@@ -81,7 +81,7 @@ pub struct TftpLimits {
 impl Default for TftpLimits {
     fn default() -> TftpLimits {
         TftpLimits {
-            max_transfers: 1000,
+            max_transfers: 4096,
             initial_timeout: Duration::from_secs(1),
             max_attempts: 5,
             max_window_bytes: 1 << 20,
