@@ -376,9 +376,10 @@ fn a_silent_client_gets_retransmissions_with_backoff_then_an_error() {
     };
     assert_eq!(arrivals.len(), 5, "five sends of block 1: {arrivals:?}");
     let gaps: Vec<f64> = arrivals.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    // Timers only fire late on a loaded machine: never early, and not much later.
     for (gap, expected) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
         assert!(
-            (gap - expected).abs() < 0.5,
+            *gap > expected * 0.9 && *gap < expected + 2.0,
             "gaps {gaps:?} should double from 1 s"
         );
     }
