@@ -16,25 +16,16 @@ for file in "$bin/confluentd" "$bin/confluent" "$bin/examples/bootstorm"; do
     [ -x "$file" ] || { echo "benches/bootstorm.sh: missing $file (cargo build --release --bins --example bootstorm)" >&2; exit 1; }
 done
 
-tag=s$$
-srv=cfstorm-s$tag; cli=cfstorm-c$tag; sif=ss$tag; cif=sc$tag
+. benches/support/lab.sh
 work=$(mktemp -d)
 daemon=
 cleanup() {
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
-    ip netns del "$cli" 2>/dev/null || true
-    ip netns del "$srv" 2>/dev/null || true
+    lab_down
     rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$srv"; ip netns add "$cli"
-ip link add "$sif" type veth peer name "$cif"
-ip link set "$sif" netns "$srv"; ip link set "$cif" netns "$cli"
-ip -n "$srv" addr add 10.92.0.1/16 dev "$sif"; ip -n "$cli" addr add 10.92.0.2/16 dev "$cif"
-for pair in "$srv $sif" "$cli $cif"; do
-    set -- $pair
-    ip -n "$1" link set "$2" up; ip -n "$1" link set lo up
-done
+lab_up storm 10.92.0.1/16 10.92.0.2/16
 
 state=$work/state
 kit=${CONFLUENT_NETBOOT_KIT:-/var/cache/confluent-tests/netboot}

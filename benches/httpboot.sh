@@ -21,26 +21,17 @@ repeat=${REPEAT:-5}
 seconds=${SECONDS_PER_RUN:-10}
 connections=${CONNECTIONS:-"200 1000"}
 
-tag=h$$
-srv=cfhttp-s$tag; cli=cfhttp-c$tag; sif=hs$tag; cif=hc$tag
+. benches/support/lab.sh
 work=$(mktemp -d)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    ip netns del "$cli" 2>/dev/null || true
-    ip netns del "$srv" 2>/dev/null || true
+    lab_down
     rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$srv"; ip netns add "$cli"
-ip link add "$sif" type veth peer name "$cif"
-ip link set "$sif" netns "$srv"; ip link set "$cif" netns "$cli"
-ip -n "$srv" addr add 10.91.0.1/24 dev "$sif"; ip -n "$cli" addr add 10.91.0.2/24 dev "$cif"
-for pair in "$srv $sif" "$cli $cif"; do
-    set -- $pair
-    ip -n "$1" link set "$2" up; ip -n "$1" link set lo up
-done
+lab_up http 10.91.0.1/24 10.91.0.2/24
 
 state=$work/state
 files=$state/lib/public/os/bench/boot

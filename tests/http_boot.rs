@@ -40,19 +40,6 @@ fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
-        .args(arguments)
-        .env("CONFLUENT_HOST", daemon.socket())
-        .output()
-        .expect("run confluent");
-    assert!(
-        output.status.success(),
-        "confluent {arguments:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 fn make_profile(state: &Path, kernel: &[u8]) {
     let profile = state.join("lib/public/os/p1");
     std::fs::create_dir_all(profile.join("boot/initramfs")).unwrap();
@@ -153,20 +140,14 @@ fn per_node_scripts_by_mac_uuid_and_name() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = DaemonProcess::start(dir.path());
     make_profile(dir.path(), b"kernel");
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "n1",
-            "net.eth0.hwaddr=52:54:00:aa:00:01",
-            "id.uuid=0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
-            "deployment.pendingprofile=p1",
-        ],
-    );
-    confluent(
-        &daemon,
-        &["nodedefine", "n2", "net.eth0.hwaddr=52:54:00:aa:00:02"],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "n1",
+        "net.eth0.hwaddr=52:54:00:aa:00:01",
+        "id.uuid=0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
+        "deployment.pendingprofile=p1",
+    ]);
+    daemon.cli_ok(&["nodedefine", "n2", "net.eth0.hwaddr=52:54:00:aa:00:02"]);
     let address = daemon.listener("http");
     let base = format!("http://{address}");
     for path in [
@@ -216,10 +197,7 @@ fn per_node_scripts_by_mac_uuid_and_name() {
     let (headers, body) = curl(&[&format!("{base}/boot/by-mac/52:54:00:aa:00:99/boot.ipxe")]);
     assert_eq!(status(&headers), 404);
     assert!(String::from_utf8_lossy(&body).contains("unknown machine"));
-    confluent(
-        &daemon,
-        &["nodeattrib", "n2", "deployment.pendingprofile=missing"],
-    );
+    daemon.cli_ok(&["nodeattrib", "n2", "deployment.pendingprofile=missing"]);
     let (headers, body) = curl(&[&format!("{base}/boot/by-node/n2/boot.ipxe")]);
     assert_eq!(status(&headers), 404);
     assert!(

@@ -151,19 +151,6 @@ impl Lab {
     }
 }
 
-fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
-        .args(arguments)
-        .env("CONFLUENT_HOST", daemon.socket())
-        .output()
-        .expect("run confluent");
-    assert!(
-        output.status.success(),
-        "confluent {arguments:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Wait until the serial log contains `needle` (or the VM exits, or time runs out).
 fn wait_for_serial(serial: &Path, vm: &mut KillOnDrop, needle: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
@@ -220,17 +207,14 @@ fn boots_to_initramfs(
     let hwaddr = format!("net.eth0.hwaddr={mac}");
     let address = format!("net.eth0.ipv4_address={subnet_prefix}.21/24");
     let pending = format!("deployment.pendingprofile={PROFILE}");
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "n1",
-            &hwaddr,
-            &address,
-            &pending,
-            "deployment.useinsecureprotocols=firmware",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "n1",
+        &hwaddr,
+        &address,
+        &pending,
+        "deployment.useinsecureprotocols=firmware",
+    ]);
     let serial = dir.path().join("serial.log");
     let arguments: Vec<&str> = vm_arguments.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -333,16 +317,13 @@ fn a_node_with_nothing_pending_is_not_network_booted() {
     install_profile(&state, "unused");
     let mac = "52:54:00:74:00:01";
     let hwaddr = format!("net.eth0.hwaddr={mac}");
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "idle1",
-            &hwaddr,
-            "net.eth0.ipv4_address=10.74.0.21/24",
-            "deployment.useinsecureprotocols=firmware",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "idle1",
+        &hwaddr,
+        "net.eth0.ipv4_address=10.74.0.21/24",
+        "deployment.useinsecureprotocols=firmware",
+    ]);
     let serial = dir.path().join("serial.log");
     let device = format!("virtio-net-pci,netdev=n0,mac={mac}");
     let mut vm = lab.start_vm(&serial, &["-m", "256", "-device", &device]);

@@ -101,6 +101,21 @@ impl DaemonProcess {
         }
     }
 
+    /// Run the `confluent` CLI against this daemon; panic with its stderr when it fails.
+    pub fn cli_ok(&self, arguments: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+            .args(arguments)
+            .env("CONFLUENT_HOST", self.socket())
+            .output()
+            .expect("run confluent");
+        assert!(
+            output.status.success(),
+            "confluent {arguments:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
     pub fn client(&self) -> Client {
         Client::connect_to(&self.socket()).expect("connect to confluentd")
     }
