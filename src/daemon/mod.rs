@@ -50,6 +50,8 @@ pub struct Context {
     pub events: Arc<EventLogs>,
     /// Recent DHCP exchanges (empty when DHCP is not served).
     pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
+    /// Users, sessions, roles: who callers are.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Daemon settings decided by the command line.
@@ -62,6 +64,10 @@ pub struct DaemonOptions {
     pub socket_mode: u32,
     /// Plain HTTP listener (`None`: off).
     pub http: Option<std::net::SocketAddr>,
+    /// Serve the API (not only public boot files) over plain HTTP.
+    pub http_allow_api: bool,
+    /// Sessions, password policy, PAM service, login throttling.
+    pub auth: crate::auth::AuthOptions,
     /// HTTPS listener.
     pub https: Option<std::net::SocketAddr>,
     /// TLS socket API listener (TLV protocol, default port 13001).
@@ -120,7 +126,12 @@ impl Daemon {
             .context("event log loader panicked")?
             .context("failed to open the event logs")?;
         let events = Arc::new(events);
+        let roles_file = paths.etc.join("authorization.yaml");
+        let roles = crate::auth::roles::RoleTable::load(&roles_file)
+            .context("failed to load the custom roles")?;
+        let auth = Arc::new(crate::auth::Authenticator::new(options.auth, roles));
         let context = Context {
+            auth,
             paths: Arc::new(paths),
             config,
             admin_token: Arc::new(admin_token),
@@ -154,7 +165,8 @@ impl Daemon {
         if let Some(address) = options.http {
             let service = crate::http::HttpService::bind(address, None, context.clone())
                 .await
-                .context("failed to start the HTTP listener")?;
+                .context("failed to start the HTTP listener")?
+                .allow_plain_api(options.http_allow_api);
             listeners.insert("http".into(), service.local_addr()?.to_string().into());
             services.push(Box::new(service));
         }
