@@ -525,7 +525,11 @@ where
     W: AsyncWriteExt + Unpin,
 {
     let log = stream_log(&request.path).and_then(|name| context.events.by_name(name));
-    let prepared = super::authorize(&context.auth.roles, caller, &request).and_then(|()| {
+    let authorized = super::authorize(&context.auth.roles, caller, &request);
+    if let Err(error) = &authorized {
+        super::audit::record(context, caller, &request, true, Err(error)).await;
+    }
+    let prepared = authorized.and_then(|()| {
         let filter = super::events::filter(context, &request.parameters)?;
         let since = super::events::since(&request.parameters)?;
         log.map(|log| log.subscribe(filter, since))
