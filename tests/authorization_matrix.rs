@@ -35,6 +35,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/noderange/{range}/nodes/", "retrieve", "AOM-"),
     ("/noderange/{range}/boottimeline", "retrieve", "AO--"),
     ("/noderange/{range}/abbreviate", "create", "AO--"),
+    ("/noderange/abbreviate", "create", "AO--"),
     ("/noderange/{range}/attributes/", "retrieve", "AO--"),
     ("/noderange/{range}/attributes/all", "retrieve", "AOM-"),
     ("/noderange/{range}/attributes/all", "update", "AO--"),

@@ -113,6 +113,10 @@ pub const ROUTES: &[Route] = &[
         operations: &[C],
     },
     Route {
+        path: "/noderange/abbreviate",
+        operations: &[C],
+    },
+    Route {
         path: "/noderange/{range}/attributes/",
         operations: &[R],
     },
@@ -482,7 +486,8 @@ async fn dispatch_values(
             let nodes = expand(context, tenant, range)?;
             Ok(links(nodes.iter().map(|name| format!("{name}/"))))
         }
-        (Operation::Create, ["noderange", _, "abbreviate"]) => {
+        // The CLI posts to `/noderange//abbreviate`, which the canonical path makes this.
+        (Operation::Create, ["noderange", _, "abbreviate"] | ["noderange", "abbreviate"]) => {
             abbreviate(context, tenant, parameters)
         }
         (_, ["noderange", range, "attributes", kind]) => {

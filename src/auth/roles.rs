@@ -118,6 +118,7 @@ impl Default for RoleTable {
                     &[
                         "/noderange/",
                         "/noderange/*/abbreviate",
+                        "/noderange/abbreviate",
                         "/noderange/*/media/uploads/",
                         "/nodes/*/media/uploads/",
                         "/node*/*/firmware/updates/active/",
