@@ -7,12 +7,15 @@
 //! - [`eventlog`]: the sequential log facility (events, audit, subscriptions, boot timelines,
 //!   syslog forwarding);
 //! - [`dhcp`]: the DHCPv4 service: node directory, reply policy, leases, socket loop;
+//! - [`boot`]: OS profiles, per-node boot scripts, the live node directory for HTTP boot;
 //! - [`tftp`]: the read-only TFTP service (boot-loader directory and virtual files);
-//! - [`api`]: the one resource tree and its unix-socket transport;
+//! - [`api`]: the one resource tree, its authorization decision and its socket transports;
+//! - [`auth`]: users, PAM, sessions, roles, tenants, node API keys;
 //! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
 //! - [`cli`]: the multi-call `confluent` command.
 
 pub mod api;
+pub mod auth;
 pub mod boot;
 pub mod cli;
 pub mod config;

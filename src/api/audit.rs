@@ -2,7 +2,9 @@
 //! shutdown) and every denied request becomes a record of the `audit` log, written before the
 //! answer is sent (a durable append), so an acknowledged change is always accounted for.
 //!
-//! Parameter values are not recorded, only their names: they may hold passwords.
+//! Parameter values are not recorded, only their names: they may hold passwords. Each record
+//! names the user (`tenant/user` for tenant users), its tenant and role, the operation, the
+//! target path and the outcome.
 
 use serde_json::{Value, json};
 
@@ -13,8 +15,10 @@ use crate::eventlog::Event;
 /// Who the caller is, as the audit log names them.
 pub fn describe(caller: &Caller) -> String {
     match caller {
-        Caller::LocalTrusted { uid } | Caller::LocalUser { uid } => format!("uid={uid}"),
+        Caller::LocalTrusted { uid } => format!("uid={uid}"),
         Caller::AdminToken => "admin-token".to_string(),
+        Caller::User(identity) => identity.login(),
+        Caller::Node { name } => format!("node:{name}"),
     }
 }
 
@@ -42,6 +46,8 @@ pub async fn record(
         "operation": request.operation.as_str(),
         "target": request.path,
         "parameters": parameters,
+        "tenant": caller.tenant(),
+        "role": caller.role().map(|role| role.name()),
         "allowed": !denied,
         "outcome": match outcome {
             Ok(()) => json!("ok"),
@@ -59,20 +65,25 @@ pub async fn record(
 }
 
 /// Record a request refused before it had a caller (no or wrong credentials): `api.denied`
-/// with the peer as far as the transport knows it. Not waited for: unauthenticated peers must
-/// not be able to make the daemon wait on the disk.
+/// with the user it claimed to be (never its password) or the peer as far as the transport
+/// knows it, and why. Not waited for: unauthenticated peers must not be able to make the daemon
+/// wait on the disk.
 pub fn unauthenticated(
     context: &Context,
     peer: &str,
     operation: &str,
     target: &str,
     transport: &str,
+    reason: &str,
 ) {
+    let tenant = peer.split_once('/').map(|(tenant, _)| tenant);
     let detail = json!({
         "operation": operation,
         "target": target,
+        "tenant": tenant,
         "allowed": false,
         "transport": transport,
+        "reason": reason,
         "outcome": {"status": 401, "code": "unauthenticated"},
     });
     let _ = context

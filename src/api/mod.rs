@@ -1,6 +1,8 @@
 //! The one resource tree (reference section 1): requests `{operation, path, parameters}`
 //! answered by a stream of JSON messages, whatever the transport. Every request goes through
-//! [`authorize`] before it reaches a handler.
+//! [`authorize`] before it reaches a handler; the routes it decides on are listed in
+//! [`resources::ROUTES`] (and `http::HTTP_ROUTES`), which the authorization matrix test
+//! enumerates.
 //!
 //! This module knows nothing of sockets; [`socket`] serves it over the unix socket with
 //! Confluent's TLV framing.
@@ -9,9 +11,14 @@ pub mod audit;
 pub mod events;
 pub mod resources;
 pub mod socket;
+pub mod users;
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::auth::Identity;
+use crate::auth::roles::{Role, RoleTable};
 use crate::daemon::Context;
 
 /// The operation of a request (HTTP verbs map onto these).
@@ -53,13 +60,45 @@ impl Operation {
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// Local root or the daemon's own user on the unix socket: fully trusted.
+    /// Local root or the daemon's own user on the unix socket: fully trusted, no checks.
     LocalTrusted { uid: u32 },
-    /// Any other local user (refused until authentication is implemented).
-    LocalUser { uid: u32 },
     /// A network client presenting the administrator token (`etc/keys/admin.token`, readable
-    /// only by the daemon's user): trusted like local root until users and roles exist.
+    /// only by the daemon's user): an Administrator of the default tenant.
     AdminToken,
+    /// An authenticated user (password, PAM, session or unix-socket peer).
+    User(Arc<Identity>),
+    /// A node authenticated by its API key: only `/self/...`.
+    Node { name: Arc<str> },
+}
+
+impl Caller {
+    /// The caller's tenant; `None` for the default tenant.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Caller::User(identity) => identity.tenant.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The role authorization applies (`None`: trusted, or a node).
+    pub fn role(&self) -> Option<&Role> {
+        match self {
+            Caller::User(identity) => Some(&identity.role),
+            Caller::AdminToken => Some(&Role::Administrator),
+            Caller::LocalTrusted { .. } | Caller::Node { .. } => None,
+        }
+    }
+
+    /// Whether the caller may manage users of every tenant (and usergroups).
+    pub fn is_site_administrator(&self) -> bool {
+        match self {
+            Caller::LocalTrusted { .. } | Caller::AdminToken => true,
+            Caller::User(identity) => {
+                identity.tenant.is_none() && identity.role == Role::Administrator
+            }
+            Caller::Node { .. } => false,
+        }
+    }
 }
 
 /// A request on the tree.
@@ -76,6 +115,9 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The target exists but belongs to another tenant: answered like a missing one, audited
+    /// as a denied request.
+    pub hidden: bool,
 }
 
 impl ApiError {
@@ -84,7 +126,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            hidden: false,
         }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, "forbidden", message)
+    }
+
+    /// Mark an error as hiding another tenant's object (see [`ApiError::hidden`]).
+    pub fn hiding(mut self) -> ApiError {
+        self.hidden = true;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -100,37 +153,94 @@ impl ApiError {
     }
 }
 
-/// The single authorization decision every request passes through. For now: trusted local
-/// callers may do everything, every other caller nothing (the authentication issue fills in
-/// users, roles and tenants here).
-pub fn authorize(caller: &Caller, request: &Request) -> Result<(), ApiError> {
-    match caller {
-        Caller::LocalTrusted { .. } | Caller::AdminToken => Ok(()),
-        Caller::LocalUser { uid } => Err(ApiError::new(
-            403,
-            "forbidden",
-            format!(
-                "user {uid} is not authorized to {} {}",
-                request.operation.as_str(),
-                request.path
-            ),
-        )),
+/// Routes every authenticated caller may use, whatever its role (its own session).
+const SESSION_ROUTES: [&str; 2] = ["/sessions/current/info", "/sessions/current/logout"];
+
+/// The path as authorization sees it: a leading `/`, no empty segments, no `.` or `..`
+/// segments (refused: a pattern such as `/nodes/*/attributes/*` must not be satisfiable by
+/// `/nodes/../users/x`).
+pub fn canonical_path(path: &str) -> Result<String, ApiError> {
+    let mut canonical = String::with_capacity(path.len() + 1);
+    for segment in path.split('/').filter(|segment| !segment.is_empty()) {
+        if segment == "." || segment == ".." {
+            return Err(ApiError::bad_request(format!(
+                "path {path} contains a relative segment"
+            )));
+        }
+        canonical.push('/');
+        canonical.push_str(segment);
+    }
+    if path.ends_with('/') || canonical.is_empty() {
+        canonical.push('/');
+    }
+    Ok(canonical)
+}
+
+/// The single authorization decision every request passes through (reference 5.6): trusted
+/// local callers may do everything; nodes only their `/self/` routes; users what their role
+/// allows for the operation and path, within their tenant's reach.
+pub fn authorize(roles: &RoleTable, caller: &Caller, request: &Request) -> Result<(), ApiError> {
+    let path = canonical_path(&request.path)?;
+    let operation = request.operation;
+    let refuse = |who: String| {
+        Err(ApiError::forbidden(format!(
+            "{who} may not {} {path}",
+            operation.as_str()
+        )))
+    };
+    let role = match caller {
+        Caller::LocalTrusted { .. } => return Ok(()),
+        Caller::Node { name } => {
+            return if path.starts_with("/self/") && operation != Operation::Shutdown {
+                Ok(())
+            } else {
+                refuse(format!("node {name}"))
+            };
+        }
+        Caller::AdminToken | Caller::User(_) => caller.role().unwrap_or(&Role::Stub),
+    };
+    let who = || match caller {
+        Caller::User(identity) => format!("{} (role {})", identity.login(), identity.role),
+        _ => "the administrator token".to_string(),
+    };
+    if operation == Operation::Shutdown || path.starts_with("/self/") {
+        return refuse(who());
+    }
+    if SESSION_ROUTES.contains(&path.trim_end_matches('/')) {
+        return Ok(());
+    }
+    if caller.tenant().is_some()
+        && ["/events", "/networking", "/usergroups"]
+            .iter()
+            .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+    {
+        return refuse(format!("{} (a tenant user)", who()));
+    }
+    if roles.allows(role, operation, &path) {
+        Ok(())
+    } else {
+        refuse(who())
     }
 }
 
 /// Authorize then answer a request; the messages are in the order they should be sent.
-pub async fn handle(context: &Context, caller: &Caller, request: Request) -> resources::Answer {
-    if let Err(error) = authorize(caller, &request) {
+pub async fn handle(context: &Context, caller: &Caller, mut request: Request) -> resources::Answer {
+    if let Err(error) = authorize(&context.auth.roles, caller, &request) {
         audit::record(context, caller, &request, true, Err(&error)).await;
         return resources::Answer::Values(vec![error.to_json()]);
     }
-    let result = resources::dispatch(context, &request).await;
-    if audit::audited(request.operation) {
+    // Handlers see the path authorization decided on.
+    if let Ok(path) = canonical_path(&request.path) {
+        request.path = path;
+    }
+    let result = resources::dispatch(context, caller, &request).await;
+    let hidden = result.as_ref().err().is_some_and(|error| error.hidden);
+    if audit::audited(request.operation) || hidden {
         audit::record(
             context,
             caller,
             &request,
-            false,
+            hidden,
             result.as_ref().map(|_| ()),
         )
         .await;

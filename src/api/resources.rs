@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, Operation, Request};
+use super::{ApiError, Caller, Operation, Request};
+use crate::auth::tenant::{self, TenantView};
 use crate::config::catalogue;
 use crate::config::model::{ExpressionValue, Resolved, ResolvedValue, Store};
 use crate::config::noderange::{self, Verbatim};
@@ -21,7 +22,173 @@ const ROOT: &[&str] = &[
     "nodegroups/",
     "noderange/",
     "nodes/",
+    "usergroups/",
+    "users/",
     "version",
+];
+
+/// A route of the tree and the operations it answers, for the authorization matrix test and
+/// documentation. `{node}`, `{range}`, `{group}`, `{user}`, `{usergroup}` and `{log}` stand for
+/// a path segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub path: &'static str,
+    pub operations: &'static [Operation],
+}
+
+const R: Operation = Operation::Retrieve;
+const C: Operation = Operation::Create;
+const U: Operation = Operation::Update;
+const D: Operation = Operation::Delete;
+const S: Operation = Operation::Start;
+
+/// Every route [`dispatch`] answers (keep in step with it: the matrix test enumerates these).
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/",
+        operations: &[R],
+    },
+    Route {
+        path: "/version",
+        operations: &[R],
+    },
+    Route {
+        path: "/networking/",
+        operations: &[R],
+    },
+    Route {
+        path: "/networking/dhcp/",
+        operations: &[R],
+    },
+    Route {
+        path: "/networking/dhcp/exchanges",
+        operations: &[R],
+    },
+    Route {
+        path: "/nodes/",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/nodes/{node}/",
+        operations: &[R, D],
+    },
+    Route {
+        path: "/nodes/{node}/attributes/",
+        operations: &[R],
+    },
+    Route {
+        path: "/nodes/{node}/attributes/all",
+        operations: &[R, U],
+    },
+    Route {
+        path: "/nodes/{node}/attributes/current",
+        operations: &[R, U],
+    },
+    Route {
+        path: "/nodes/{node}/attributes/expression",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/nodes/{node}/attributes/rename",
+        operations: &[U],
+    },
+    Route {
+        path: "/noderange/",
+        operations: &[C],
+    },
+    Route {
+        path: "/noderange/{range}/",
+        operations: &[R, D],
+    },
+    Route {
+        path: "/noderange/{range}/nodes/",
+        operations: &[R],
+    },
+    Route {
+        path: "/noderange/{range}/boottimeline",
+        operations: &[R],
+    },
+    Route {
+        path: "/noderange/{range}/abbreviate",
+        operations: &[C],
+    },
+    Route {
+        path: "/noderange/abbreviate",
+        operations: &[C],
+    },
+    Route {
+        path: "/noderange/{range}/attributes/",
+        operations: &[R],
+    },
+    Route {
+        path: "/noderange/{range}/attributes/all",
+        operations: &[R, U],
+    },
+    Route {
+        path: "/noderange/{range}/attributes/current",
+        operations: &[R, U],
+    },
+    Route {
+        path: "/noderange/{range}/attributes/expression",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/noderange/{range}/attributes/rename",
+        operations: &[U],
+    },
+    Route {
+        path: "/nodegroups/",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/nodegroups/{group}/",
+        operations: &[R, D],
+    },
+    Route {
+        path: "/nodegroups/{group}/attributes/",
+        operations: &[R],
+    },
+    Route {
+        path: "/nodegroups/{group}/attributes/all",
+        operations: &[R, U],
+    },
+    Route {
+        path: "/nodegroups/{group}/attributes/current",
+        operations: &[R, U],
+    },
+    Route {
+        path: "/nodegroups/{group}/attributes/rename",
+        operations: &[U],
+    },
+    Route {
+        path: "/events/",
+        operations: &[R],
+    },
+    // `start` streams the log (socket transports).
+    Route {
+        path: "/events/{log}",
+        operations: &[R, S],
+    },
+    Route {
+        path: "/users/",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/users/{user}",
+        operations: &[R, U, D],
+    },
+    Route {
+        path: "/usergroups/",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/usergroups/{usergroup}",
+        operations: &[R, U, D],
+    },
+    Route {
+        path: "/self/whoami",
+        operations: &[R],
+    },
 ];
 
 /// An answer: JSON messages, or messages already encoded as JSON text (the hot path of large
@@ -44,16 +211,48 @@ impl Answer {
     }
 }
 
-pub async fn dispatch(context: &Context, request: &Request) -> Result<Answer, ApiError> {
-    if let Some(answer) = encoded_attribute_read(context, request)? {
+pub async fn dispatch(
+    context: &Context,
+    caller: &Caller,
+    request: &Request,
+) -> Result<Answer, ApiError> {
+    if let Some(answer) = encoded_attribute_read(context, caller.tenant(), request)? {
         return Ok(answer);
     }
-    dispatch_values(context, request).await.map(Answer::Values)
+    dispatch_values(context, caller, request)
+        .await
+        .map(Answer::Values)
+}
+
+/// Expand a noderange as a caller of `tenant` sees the configuration. A range that fails only
+/// because it names another tenant's nodes fails the same way, marked hidden for the audit.
+pub fn expand_in(
+    store: &Store,
+    tenant: Option<&str>,
+    range: &str,
+) -> Result<Vec<Arc<str>>, ApiError> {
+    let invalid = |error: noderange::NoderangeError| {
+        ApiError::bad_request(format!("invalid noderange {range}: {error}"))
+    };
+    match tenant {
+        None => store.expand(range).map_err(invalid),
+        Some(tenant) => {
+            noderange::expand(range, &TenantView::new(store, tenant)).map_err(|error| {
+                let refused = invalid(error);
+                if store.expand(range).is_ok() {
+                    refused.hiding()
+                } else {
+                    refused
+                }
+            })
+        }
+    }
 }
 
 /// `retrieve /noderange/<range>/attributes/{all,current}`, serialised straight from the store.
 fn encoded_attribute_read(
     context: &Context,
+    tenant: Option<&str>,
     request: &Request,
 ) -> Result<Option<Answer>, ApiError> {
     if request.operation != Operation::Retrieve {
@@ -76,9 +275,7 @@ fn encoded_attribute_read(
     let all = kind == "all";
     let requested = requested_attributes(&request.parameters)?;
     context.config.read(|store| {
-        let nodes = store.expand(range).map_err(|error| {
-            ApiError::bad_request(format!("invalid noderange {range}: {error}"))
-        })?;
+        let nodes = expand_in(store, tenant, range)?;
         let mut encoded = Vec::with_capacity(nodes.len());
         let mut buffer = Vec::new();
         for node in &nodes {
@@ -207,7 +404,12 @@ fn attribute_names(
     names.into_iter().collect()
 }
 
-async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Value>, ApiError> {
+async fn dispatch_values(
+    context: &Context,
+    caller: &Caller,
+    request: &Request,
+) -> Result<Vec<Value>, ApiError> {
+    let tenant = caller.tenant();
     let trimmed = request.path.trim_start_matches('/');
     let segments: Vec<&str> = if trimmed.is_empty() {
         Vec::new()
@@ -229,32 +431,42 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
             .map(|exchange| json!({ "exchange": exchange }))
             .collect()),
         (Operation::Retrieve, ["nodes"]) => {
-            let names = context.config.read(|store| store.node_names_sorted());
+            let names = context.config.read(|store| {
+                let mut names = store.node_names_sorted();
+                if tenant.is_some() {
+                    names.retain(|name| tenant::node_in_tenant(store, name, tenant));
+                }
+                names
+            });
             Ok(links(names.iter().map(|name| format!("{name}/"))))
         }
-        (Operation::Create, ["nodes"]) => create_nodes(context, parameters, false).await,
+        (Operation::Create, ["nodes"]) => create_nodes(context, tenant, parameters, false).await,
         (Operation::Retrieve, ["nodes", node]) => {
-            require_node(context, node)?;
+            require_node(context, tenant, node)?;
             Ok(links(["attributes/"]))
         }
-        (Operation::Delete, ["nodes", node]) => delete_nodes(context, &[(*node).to_string()]).await,
+        (Operation::Delete, ["nodes", node]) => {
+            let node = require_node(context, tenant, node)?;
+            delete_nodes(context, &[node.to_string()]).await
+        }
         (Operation::Retrieve, ["nodes", _node, "attributes"])
         | (Operation::Retrieve, ["noderange", _node, "attributes"]) => {
             Ok(links(["all", "current", "expression", "rename"]))
         }
         (_, ["nodes", node, "attributes", kind]) => {
-            let node = require_node(context, node)?;
-            let messages = node_attributes(context, operation, &[node], kind, parameters).await?;
+            let node = require_node(context, tenant, node)?;
+            let messages =
+                node_attributes(context, tenant, operation, &[node], kind, parameters).await?;
             // Single-node requests answer without the `databynode` layer.
             Ok(messages.into_iter().map(strip_node).collect())
         }
-        (Operation::Create, ["noderange"]) => create_nodes(context, parameters, true).await,
+        (Operation::Create, ["noderange"]) => create_nodes(context, tenant, parameters, true).await,
         (Operation::Retrieve, ["noderange", range]) => {
-            expand(context, range)?;
+            expand(context, tenant, range)?;
             Ok(links(["attributes/", "boottimeline", "nodes/"]))
         }
         (Operation::Retrieve, ["noderange", range, "boottimeline"]) => {
-            let nodes = expand(context, range)?;
+            let nodes = expand(context, tenant, range)?;
             Ok(super::events::boot_timelines(context, &nodes))
         }
         (Operation::Retrieve, ["events"]) => Ok(links(["audit", "log"])),
@@ -266,30 +478,39 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
             super::events::query(context, log, parameters)
         }
         (Operation::Delete, ["noderange", range]) => {
-            let nodes = expand(context, range)?;
+            let nodes = expand(context, tenant, range)?;
             let names: Vec<String> = nodes.iter().map(|node| node.to_string()).collect();
             delete_nodes(context, &names).await
         }
         (Operation::Retrieve, ["noderange", range, "nodes"]) => {
-            let nodes = expand(context, range)?;
+            let nodes = expand(context, tenant, range)?;
             Ok(links(nodes.iter().map(|name| format!("{name}/"))))
         }
-        (Operation::Create, ["noderange", _, "abbreviate"]) => abbreviate(context, parameters),
+        // The CLI posts to `/noderange//abbreviate`, which the canonical path makes this.
+        (Operation::Create, ["noderange", _, "abbreviate"] | ["noderange", "abbreviate"]) => {
+            abbreviate(context, tenant, parameters)
+        }
         (_, ["noderange", range, "attributes", kind]) => {
-            let nodes = expand(context, range)?;
-            node_attributes(context, operation, &nodes, kind, parameters).await
+            let nodes = expand(context, tenant, range)?;
+            node_attributes(context, tenant, operation, &nodes, kind, parameters).await
         }
         (Operation::Retrieve, ["nodegroups"]) => {
-            let names = context.config.read(|store| store.group_names_sorted());
+            let names = context.config.read(|store| {
+                let mut names = store.group_names_sorted();
+                if tenant.is_some() {
+                    names.retain(|name| tenant::group_in_tenant(store, name, tenant));
+                }
+                names
+            });
             Ok(links(names.iter().map(|name| format!("{name}/"))))
         }
-        (Operation::Create, ["nodegroups"]) => create_group(context, parameters).await,
+        (Operation::Create, ["nodegroups"]) => create_group(context, tenant, parameters).await,
         (Operation::Retrieve, ["nodegroups", group]) => {
-            require_group(context, group)?;
+            require_group(context, tenant, group)?;
             Ok(links(["attributes/"]))
         }
         (Operation::Delete, ["nodegroups", group]) => {
-            let group = (*group).to_string();
+            let group = require_owned_group(context, tenant, group)?.to_string();
             commit(context, move |store, _| {
                 plan::delete_groups(store, std::slice::from_ref(&group))
             })
@@ -304,8 +525,15 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
             Ok(links(["all", "current", "rename"]))
         }
         (_, ["nodegroups", group, "attributes", kind]) => {
-            group_attributes(context, operation, group, kind, parameters).await
+            group_attributes(context, tenant, operation, group, kind, parameters).await
         }
+        (_, ["users", ..] | ["usergroups", ..]) => {
+            super::users::dispatch(context, caller, operation, &segments, parameters).await
+        }
+        (Operation::Retrieve, ["self", "whoami"]) => match caller {
+            Caller::Node { name } => Ok(vec![json!({"nodename": name.to_string()})]),
+            _ => Err(ApiError::forbidden("only nodes have a self")),
+        },
         (_, [first, ..])
             if [
                 "events",
@@ -314,6 +542,7 @@ async fn dispatch_values(context: &Context, request: &Request) -> Result<Vec<Val
                 "nodegroups",
                 "version",
                 "networking",
+                "self",
             ]
             .contains(first) =>
         {
@@ -367,31 +596,103 @@ fn strip_node(message: Value) -> Value {
     }
 }
 
-fn require_node(context: &Context, name: &str) -> Result<Arc<str>, ApiError> {
-    context
-        .config
-        .read(|store| store.canonical_node(name))
-        .ok_or_else(|| ApiError::not_found(format!("node {name} not found")))
+/// A node the caller's tenant sees; another tenant's node is "not found" (audited as denied).
+fn require_node(context: &Context, tenant: Option<&str>, name: &str) -> Result<Arc<str>, ApiError> {
+    let missing = || ApiError::not_found(format!("node {name} not found"));
+    context.config.read(|store| {
+        let node = store.canonical_node(name).ok_or_else(missing)?;
+        if tenant::node_in_tenant(store, &node, tenant) {
+            Ok(node)
+        } else {
+            Err(missing().hiding())
+        }
+    })
 }
 
-fn require_group(context: &Context, name: &str) -> Result<Arc<str>, ApiError> {
-    context
-        .config
-        .read(|store| store.group_key(name))
-        .ok_or_else(|| ApiError::not_found(format!("group {name} not found")))
+/// A group the caller's tenant sees (tenants see `everything`, holding their own nodes).
+fn require_group(
+    context: &Context,
+    tenant: Option<&str>,
+    name: &str,
+) -> Result<Arc<str>, ApiError> {
+    let missing = || ApiError::not_found(format!("group {name} not found"));
+    context.config.read(|store| {
+        let group = store.group_key(name).ok_or_else(missing)?;
+        if tenant::group_in_tenant(store, &group, tenant) {
+            Ok(group)
+        } else {
+            Err(missing().hiding())
+        }
+    })
 }
 
-fn expand(context: &Context, range: &str) -> Result<Vec<Arc<str>>, ApiError> {
-    context
-        .config
-        .read(|store| store.expand(range))
-        .map_err(|error| ApiError::bad_request(format!("invalid noderange {range}: {error}")))
+/// A group the caller's tenant owns (may change): for tenants, not `everything`.
+fn require_owned_group(
+    context: &Context,
+    tenant: Option<&str>,
+    name: &str,
+) -> Result<Arc<str>, ApiError> {
+    let group = require_group(context, tenant, name)?;
+    if tenant.is_some() && &*group == crate::config::model::EVERYTHING {
+        return Err(ApiError::forbidden(format!(
+            "group {group} belongs to the site; a tenant may not change it"
+        ))
+        .hiding());
+    }
+    Ok(group)
 }
 
-fn change_error(error: ConfigChangeError) -> ApiError {
+fn expand(context: &Context, tenant: Option<&str>, range: &str) -> Result<Vec<Arc<str>>, ApiError> {
+    context.config.read(|store| expand_in(store, tenant, range))
+}
+
+/// For a tenant's change: the groups a node joins (`groups`) and the nodes a group lists
+/// (`nodes`) must be the tenant's own, so that no tenant reaches into another's inheritance.
+fn check_tenant_references(
+    store: &Store,
+    tenant: Option<&str>,
+    inputs: &[(String, AttributeInput)],
+) -> Result<(), ConfigChangeError> {
+    let Some(tenant) = tenant else {
+        return Ok(());
+    };
+    let view = TenantView::new(store, tenant);
+    for (name, input) in inputs {
+        let names: Vec<Arc<str>> = match input {
+            AttributeInput::Auto(text) | AttributeInput::Literal(text) => {
+                crate::config::model::split_list(text)
+            }
+            AttributeInput::List(items) | AttributeInput::Prepend(items) => {
+                items.iter().map(|item| Arc::from(item.as_str())).collect()
+            }
+            _ => continue,
+        };
+        match name.as_str() {
+            "groups" => {
+                if let Some(foreign) = names.iter().find(|group| {
+                    store.group(group).is_some()
+                        && !tenant::group_in_tenant(store, group, Some(tenant))
+                }) {
+                    return Err(ConfigChangeError::NoSuchGroup(foreign.to_string()));
+                }
+            }
+            "nodes" => {
+                if let Some(foreign) = names.iter().find(|node| !view.owns_node(node)) {
+                    return Err(ConfigChangeError::NoSuchNode(foreign.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn change_error(error: ConfigChangeError) -> ApiError {
     let status = match &error {
-        ConfigChangeError::NoSuchNode(_) | ConfigChangeError::NoSuchGroup(_) => 404,
-        ConfigChangeError::NameInUse { .. } => 409,
+        ConfigChangeError::NoSuchNode(_)
+        | ConfigChangeError::NoSuchGroup(_)
+        | ConfigChangeError::NoSuchAccount { .. } => 404,
+        ConfigChangeError::NameInUse { .. } | ConfigChangeError::AccountExists { .. } => 409,
         ConfigChangeError::JournalUnavailable(_) => 503,
         _ => 400,
     };
@@ -490,6 +791,7 @@ fn attribute_inputs(
 
 async fn create_nodes(
     context: &Context,
+    tenant: Option<&str>,
     parameters: &Value,
     is_range: bool,
 ) -> Result<Vec<Value>, ApiError> {
@@ -512,8 +814,22 @@ async fn create_nodes(
     };
     let inputs = attribute_inputs(parameters, &["name"])?;
     let created = names.clone();
+    let owner: Option<Arc<str>> = tenant.map(Arc::from);
     let mut messages = commit(context, move |store, key| {
-        plan::create_nodes(store, key, &names, &inputs)
+        check_tenant_references(store, owner.as_deref(), &inputs)?;
+        let mut plan = plan::create_nodes(store, key, &names, &inputs)?;
+        if let Some(owner) = owner {
+            // Tag before any other op of the plan could make the node visible.
+            let tags = names
+                .iter()
+                .map(|node| crate::config::model::Op::NodeSetTenant {
+                    node: Arc::from(node.as_str()),
+                    tenant: Some(owner.clone()),
+                });
+            let position = names.len().min(plan.ops.len());
+            plan.ops.splice(position..position, tags);
+        }
+        Ok(plan)
     })
     .await?;
     messages.extend(
@@ -536,7 +852,11 @@ async fn delete_nodes(context: &Context, names: &[String]) -> Result<Vec<Value>,
     Ok(messages)
 }
 
-async fn create_group(context: &Context, parameters: &Value) -> Result<Vec<Value>, ApiError> {
+async fn create_group(
+    context: &Context,
+    tenant: Option<&str>,
+    parameters: &Value,
+) -> Result<Vec<Value>, ApiError> {
     let Some(name) = parameters.get("name").and_then(Value::as_str) else {
         return Err(ApiError::bad_request(
             "a name is required to create a group",
@@ -545,15 +865,31 @@ async fn create_group(context: &Context, parameters: &Value) -> Result<Vec<Value
     let name = name.to_string();
     let inputs = attribute_inputs(parameters, &["name"])?;
     let created = name.clone();
+    let owner: Option<Arc<str>> = tenant.map(Arc::from);
     let mut messages = commit(context, move |store, key| {
-        plan::create_group(store, key, &name, &inputs)
+        check_tenant_references(store, owner.as_deref(), &inputs)?;
+        let mut plan = plan::create_group(store, key, &name, &inputs)?;
+        if let Some(owner) = owner {
+            plan.ops.insert(
+                1.min(plan.ops.len()),
+                crate::config::model::Op::GroupSetTenant {
+                    group: Arc::from(name.as_str()),
+                    tenant: Some(owner),
+                },
+            );
+        }
+        Ok(plan)
     })
     .await?;
     messages.push(json!({"created": format!("nodegroups/{created}")}));
     Ok(messages)
 }
 
-fn abbreviate(context: &Context, parameters: &Value) -> Result<Vec<Value>, ApiError> {
+fn abbreviate(
+    context: &Context,
+    tenant: Option<&str>,
+    parameters: &Value,
+) -> Result<Vec<Value>, ApiError> {
     let nodes: Vec<Arc<str>> = match parameters.get("nodes") {
         Some(Value::Array(items)) => items
             .iter()
@@ -567,9 +903,10 @@ fn abbreviate(context: &Context, parameters: &Value) -> Result<Vec<Value>, ApiEr
             ));
         }
     };
-    let text = context
-        .config
-        .read(|store| noderange::abbreviate(&nodes, store));
+    let text = context.config.read(|store| match tenant {
+        None => noderange::abbreviate(&nodes, store),
+        Some(tenant) => noderange::abbreviate(&nodes, &TenantView::new(store, tenant)),
+    });
     Ok(vec![json!({"noderange": text})])
 }
 
@@ -671,6 +1008,7 @@ fn node_attribute_map(
 
 async fn node_attributes(
     context: &Context,
+    tenant: Option<&str>,
     operation: Operation,
     nodes: &[Arc<str>],
     kind: &str,
@@ -692,7 +1030,9 @@ async fn node_attributes(
         (Operation::Update, "all" | "current") => {
             let inputs = attribute_inputs(parameters, &[])?;
             let nodes = nodes.to_vec();
+            let owner: Option<Arc<str>> = tenant.map(Arc::from);
             commit(context, move |store, key| {
+                check_tenant_references(store, owner.as_deref(), &inputs)?;
                 plan::set_node_attributes(store, key, &nodes, &inputs)
             })
             .await
@@ -768,12 +1108,18 @@ async fn node_attributes(
 
 async fn group_attributes(
     context: &Context,
+    tenant: Option<&str>,
     operation: Operation,
     group: &str,
     kind: &str,
     parameters: &Value,
 ) -> Result<Vec<Value>, ApiError> {
-    let group = require_group(context, group)?;
+    let group = if operation == Operation::Retrieve {
+        require_group(context, tenant, group)?
+    } else {
+        require_owned_group(context, tenant, group)?
+    };
+    let owner: Option<Arc<str>> = tenant.map(Arc::from);
     match (operation, kind) {
         (Operation::Retrieve, "all" | "current") => {
             let all = kind == "all";
@@ -783,6 +1129,9 @@ async fn group_attributes(
                     let members: Vec<Value> = store
                         .group_static_members(&group)
                         .iter()
+                        .filter(|node| {
+                            owner.is_none() || tenant::node_in_tenant(store, node, owner.as_deref())
+                        })
                         .map(|node| Value::String(node.to_string()))
                         .collect();
                     map.insert("nodes".into(), Value::Array(members));
@@ -813,6 +1162,7 @@ async fn group_attributes(
         (Operation::Update, "all" | "current") => {
             let inputs = attribute_inputs(parameters, &[])?;
             commit(context, move |store, key| {
+                check_tenant_references(store, owner.as_deref(), &inputs)?;
                 plan::set_group_attributes(store, key, &group, &inputs)
             })
             .await

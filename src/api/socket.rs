@@ -2,8 +2,10 @@
 //! banner, `{"authpassed": 0|1}`, then requests `{operation, path, parameters}` each answered by
 //! one JSON frame per message and `{"_requestdone": 1}`.
 //!
-//! Peers are identified by SO_PEERCRED: root and the daemon's own user are trusted; everyone else
-//! is refused until the authentication issue lands.
+//! Unix peers are identified by SO_PEERCRED: root and the daemon's own user are trusted; other
+//! local users act as their user record or, failing that, the user group of one of their OS
+//! groups; unknown users are refused (audited). TLS peers log in with `{"username", "password"}`
+//! (local users, then PAM) or the administrator token `{"token"}`.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -111,23 +113,31 @@ impl Service for UnixSocketService {
                 |stream, token| {
                     let context = context.clone();
                     async move {
-                        let caller = match stream.peer_cred() {
-                            Ok(credentials)
-                                if credentials.uid() == 0 || credentials.uid() == own_uid =>
-                            {
-                                Caller::LocalTrusted {
-                                    uid: credentials.uid(),
-                                }
-                            }
-                            Ok(credentials) => Caller::LocalUser {
-                                uid: credentials.uid(),
-                            },
+                        let uid = match stream.peer_cred() {
+                            Ok(credentials) => credentials.uid(),
                             Err(error) => {
                                 tracing::debug!(error = %error, "no peer credentials; dropping connection");
                                 return;
                             }
                         };
-                        if let Err(error) = serve(stream, Some(caller), context, token).await {
+                        let peer = if uid == 0 || uid == own_uid {
+                            Peer::Trusted(Caller::LocalTrusted { uid })
+                        } else {
+                            // Reads the OS account databases (NSS): off the async workers.
+                            let auth = context.auth.clone();
+                            let config = context.config.clone();
+                            let identity = tokio::task::spawn_blocking(move || {
+                                auth.identity_for_uid(&config, uid)
+                            })
+                            .await
+                            .ok()
+                            .flatten();
+                            match identity {
+                                Some(identity) => Peer::Trusted(Caller::User(Arc::new(identity))),
+                                None => Peer::Refused { uid },
+                            }
+                        };
+                        if let Err(error) = serve(stream, peer, context, token).await {
                             tracing::debug!(error = %error, "api socket connection ended with an error");
                         }
                     }
@@ -195,7 +205,7 @@ impl Service for TlsSocketService {
                                 return;
                             }
                         };
-                        if let Err(error) = serve(stream, None, context, token).await {
+                        if let Err(error) = serve(stream, Peer::Anonymous, context, token).await {
                             tracing::debug!(%peer, error = %error, "TLS api connection ended with an error");
                         }
                     }
@@ -285,12 +295,24 @@ pub async fn write_json(
     Ok(())
 }
 
-/// Serve one connection of the TLV protocol. `caller` is the identity established by the
-/// transport (peer credentials); without one, the peer must log in first (for now only with the
-/// administrator token: `{"token": "..."}`).
+/// Who the transport says a peer is.
+pub enum Peer {
+    /// Identified by the transport (unix peer credentials).
+    Trusted(Caller),
+    /// A local user with no authorization: refused and disconnected.
+    Refused { uid: u32 },
+    /// Must log in (TLS).
+    Anonymous,
+}
+
+/// Failed log-ins before the connection is closed.
+const MAX_FAILED_LOGINS: u32 = 3;
+
+/// Serve one connection of the TLV protocol. A peer the transport did not identify must log in
+/// first, with `{"username", "password"}` or the administrator token `{"token"}`.
 pub async fn serve<S>(
     stream: S,
-    caller: Option<Caller>,
+    peer: Peer,
     context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), FrameError>
@@ -302,15 +324,28 @@ where
     writer
         .write_all(&tlv::encode(FrameType::Text, BANNER.as_bytes())?)
         .await?;
-    // Who the transport says the peer is, for the audit of failed log-ins.
-    let peer = caller
-        .as_ref()
-        .map_or_else(|| "anonymous".to_string(), super::audit::describe);
-    if let Some(Caller::LocalUser { .. }) = caller {
-        // Local users are refused until authentication exists; the refusal is audited.
-        super::audit::unauthenticated(&context, &peer, "connect", "", "socket");
-    }
-    let mut caller = caller.filter(|caller| !matches!(caller, Caller::LocalUser { .. }));
+    let mut caller = match peer {
+        Peer::Trusted(caller) => Some(caller),
+        Peer::Anonymous => None,
+        Peer::Refused { uid } => {
+            // Reference 6: an unknown local user's connection is closed; the refusal is audited.
+            super::audit::unauthenticated(
+                &context,
+                &format!("uid={uid}"),
+                "connect",
+                "",
+                "socket",
+                "local user without a user record or user group",
+            );
+            write_json(
+                &mut writer,
+                &json!({"authpassed": 0, "errorcode": 403, "error": format!("local user {uid} is not authorized")}),
+            )
+            .await?;
+            writer.flush().await?;
+            return Ok(());
+        }
+    };
     write_json(
         &mut writer,
         &json!({"authpassed": u8::from(caller.is_some())}),
@@ -352,28 +387,30 @@ where
         };
         let Some(trusted) = caller.clone() else {
             // Log-in phase.
-            let token = message.get("token").and_then(Value::as_str);
-            if let Some(token) = token
-                && context.admin_token.verify(token)
-            {
-                caller = Some(Caller::AdminToken);
-                write_json(&mut writer, &json!({"authpassed": 1})).await?;
-            } else {
-                failed_logins += 1;
-                let operation = message
-                    .get("operation")
-                    .and_then(Value::as_str)
-                    .unwrap_or("login");
-                let target = message.get("path").and_then(Value::as_str).unwrap_or("");
-                super::audit::unauthenticated(&context, &peer, operation, target, "socket");
-                write_json(
-                    &mut writer,
-                    &json!({"authpassed": 0, "errorcode": 401, "error": "authentication failed (user and password login arrives with the authentication issue; use the administrator token)"}),
-                )
-                .await?;
-                if failed_logins >= 3 {
-                    writer.flush().await?;
-                    return Ok(());
+            match login(&context, &message).await {
+                Ok(authenticated) => {
+                    caller = Some(authenticated);
+                    write_json(&mut writer, &json!({"authpassed": 1})).await?;
+                }
+                Err((claimed, reason)) => {
+                    failed_logins += 1;
+                    let operation = message
+                        .get("operation")
+                        .and_then(Value::as_str)
+                        .unwrap_or("login");
+                    let target = message.get("path").and_then(Value::as_str).unwrap_or("");
+                    super::audit::unauthenticated(
+                        &context, &claimed, operation, target, "socket", &reason,
+                    );
+                    write_json(
+                        &mut writer,
+                        &json!({"authpassed": 0, "errorcode": 401, "error": format!("authentication failed: {reason}")}),
+                    )
+                    .await?;
+                    if failed_logins >= MAX_FAILED_LOGINS {
+                        writer.flush().await?;
+                        return Ok(());
+                    }
                 }
             }
             writer.flush().await?;
@@ -425,6 +462,32 @@ where
     }
 }
 
+/// The log-in frame: `{"username", "password"}` or `{"token"}`. On failure, the user it claimed
+/// to be (for the audit) and the reason.
+async fn login(context: &Context, message: &Value) -> Result<Caller, (String, String)> {
+    if let Some(token) = message.get("token").and_then(Value::as_str) {
+        return if context.admin_token.verify(token) {
+            Ok(Caller::AdminToken)
+        } else {
+            Err(("anonymous".into(), "wrong administrator token".into()))
+        };
+    }
+    let username = message.get("username").and_then(Value::as_str);
+    let password = message.get("password").and_then(Value::as_str);
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err((
+            "anonymous".into(),
+            "log in first with username and password".into(),
+        ));
+    };
+    context
+        .auth
+        .login(&context.config, username, password)
+        .await
+        .map(Caller::User)
+        .map_err(|error| (username.chars().take(130).collect(), error.to_string()))
+}
+
 /// Answers with at least this many messages are followed by returning freed memory to the OS.
 const LARGE_ANSWER: usize = 1000;
 
@@ -462,7 +525,11 @@ where
     W: AsyncWriteExt + Unpin,
 {
     let log = stream_log(&request.path).and_then(|name| context.events.by_name(name));
-    let prepared = super::authorize(caller, &request).and_then(|()| {
+    let authorized = super::authorize(&context.auth.roles, caller, &request);
+    if let Err(error) = &authorized {
+        super::audit::record(context, caller, &request, true, Err(error)).await;
+    }
+    let prepared = authorized.and_then(|()| {
         let filter = super::events::filter(context, &request.parameters)?;
         let since = super::events::since(&request.parameters)?;
         log.map(|log| log.subscribe(filter, since))

@@ -53,12 +53,35 @@ struct Arguments {
     /// Plain HTTP listener for the API ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:4005", value_parser = parse_listen)]
     http: Listen,
+    /// Serve the API over the plain HTTP listener too (by default it serves only the public boot
+    /// paths /boot/ and /confluent-public/). For a trusted network, or behind a reverse proxy
+    /// that terminates TLS on the same host.
+    #[arg(long)]
+    http_allow_api: bool,
     /// HTTPS listener for the API ("off" to disable).
     #[arg(long, default_value = "[::]:4443", value_parser = parse_listen)]
     https: Listen,
     /// TLS socket listener for remote CLI use ("off" to disable).
     #[arg(long, default_value = "[::]:13001", value_parser = parse_listen)]
     tls_socket: Listen,
+    /// HTTP sessions end after this many seconds without a request (sliding expiry).
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    session_idle_timeout: u64,
+    /// Minimum length of new user passwords.
+    #[arg(long, default_value_t = 8)]
+    password_min_length: usize,
+    /// Complexity of new user passwords: 0 none, 1 a letter, 2 and a digit, 3 and two of upper
+    /// case, lower case and special, 4 and not the user name, 5 and no triple repeats.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=5))]
+    password_complexity: u8,
+    /// PAM service authenticating OS accounts (/etc/pam.d/NAME; libpam uses "other" when the
+    /// file does not exist).
+    #[arg(long, default_value = "confluent", value_name = "NAME")]
+    pam_service: String,
+    /// Password hashes verified in parallel (default: half the cores). A login storm uses at
+    /// most this many cores.
+    #[arg(long, value_name = "N")]
+    password_workers: Option<usize>,
     /// Forward the event and audit logs to a syslog collector (RFC 5424):
     /// udp://HOST:PORT or tcp://HOST:PORT (octet-counted framing).
     #[arg(long, value_name = "URL")]
@@ -196,6 +219,20 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         snapshot_interval: Duration::from_secs(arguments.snapshot_interval.max(1)),
         socket_mode: arguments.socket_mode,
         http: arguments.http.0,
+        http_allow_api: arguments.http_allow_api,
+        auth: confluent::auth::AuthOptions {
+            session_idle: Duration::from_secs(arguments.session_idle_timeout.max(1)),
+            password_policy: confluent::auth::password::PasswordPolicy {
+                min_length: arguments.password_min_length,
+                complexity: arguments.password_complexity,
+            },
+            pam_service: arguments.pam_service.clone(),
+            hash_workers: arguments
+                .password_workers
+                .unwrap_or_else(confluent::auth::default_hash_workers)
+                .max(1),
+            ..confluent::auth::AuthOptions::default()
+        },
         https: arguments.https.0,
         tls_socket: arguments.tls_socket.0,
         syslog: arguments.syslog.clone(),

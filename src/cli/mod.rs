@@ -11,6 +11,7 @@ pub mod events;
 pub mod nodes;
 pub mod output;
 pub mod trust;
+pub mod users;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -59,6 +60,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match command.as_str() {
         "install-links" => install_links(&rest),
         "events" => events::events(&tail),
+        "user" => users::main(&tail, false),
+        "usergroup" => users::main(&tail, true),
         "nodeboottimeline" => events::boot_timeline(&tail),
         "nodeattrib" => nodes::attrib(&tail, false),
         "nodegroupattrib" => nodes::attrib(&tail, true),
@@ -95,6 +98,8 @@ fn usage() {
     eprintln!("commands:");
     eprintln!("  install-links DIR   create a symlink named after each command in DIR");
     eprintln!("  events              query or follow (-f) the event and audit logs");
+    eprintln!("  user                list, show, add, set, remove users (passwords on stdin)");
+    eprintln!("  usergroup           list, show, add, set, remove user groups (OS group -> role)");
     for command in COMMANDS {
         eprintln!("  {command}");
     }

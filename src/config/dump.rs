@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{EVERYTHING, Op, Store, Stored, StoredWire};
+use super::model::{EVERYTHING, Op, Store, Stored, StoredWire, UserGroupRecord, UserRecord};
 use super::noderange;
 use super::plan::Plan;
 use super::secrets::{MasterKey, MasterKeyError};
@@ -83,6 +83,9 @@ pub struct DumpRecord {
     pub groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noderange: Option<String>,
+    /// The owning tenant (absent for the default tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(flatten)]
     pub attributes: BTreeMap<String, DumpValue>,
 }
@@ -101,6 +104,12 @@ pub struct DumpMain {
     pub nodes: BTreeMap<String, DumpRecord>,
     #[serde(default)]
     pub nodegroups: BTreeMap<String, DumpRecord>,
+    /// Users with their role and password hash (redacted dumps keep the role only; such a
+    /// user must get a new password, or authenticates through PAM).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, UserRecord>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usergroups: BTreeMap<String, UserGroupRecord>,
 }
 
 fn record_values(
@@ -133,6 +142,7 @@ pub fn to_document(store: &Store, redact: bool) -> DumpMain {
             DumpRecord {
                 groups: Some(node.groups.iter().map(|group| group.to_string()).collect()),
                 noderange: None,
+                tenant: node.tenant.as_ref().map(|tenant| tenant.to_string()),
                 attributes: record_values(&node.attributes, redact),
             },
         );
@@ -146,9 +156,20 @@ pub fn to_document(store: &Store, redact: bool) -> DumpMain {
             DumpRecord {
                 groups: None,
                 noderange: group.noderange.as_ref().map(|text| text.to_string()),
+                tenant: group.tenant.as_ref().map(|tenant| tenant.to_string()),
                 attributes: record_values(&group.attributes, redact),
             },
         );
+    }
+    for (name, user) in store.users() {
+        let mut user = (**user).clone();
+        if redact {
+            user.password_hash = None;
+        }
+        main.users.insert(name.to_string(), user);
+    }
+    for (name, group) in store.usergroups() {
+        main.usergroups.insert(name.to_string(), (**group).clone());
     }
     main
 }
@@ -354,6 +375,12 @@ pub fn plan_restore(store: &Store, loaded: &Loaded, replace: bool) -> Result<Pla
                 noderange: Some(Arc::from(noderange.as_str())),
             });
         }
+        if let Some(tenant) = &record.tenant {
+            ops.push(Op::GroupSetTenant {
+                group: group.clone(),
+                tenant: Some(Arc::from(tenant.as_str())),
+            });
+        }
         for (attribute, stored) in stored_attributes(record) {
             ops.push(Op::GroupSet {
                 group: group.clone(),
@@ -391,11 +418,48 @@ pub fn plan_restore(store: &Store, loaded: &Loaded, replace: bool) -> Result<Pla
                     .collect(),
             });
         }
+        if let Some(tenant) = &record.tenant {
+            ops.push(Op::NodeSetTenant {
+                node: node.clone(),
+                tenant: Some(Arc::from(tenant.as_str())),
+            });
+        }
         for (attribute, stored) in stored_attributes(record) {
             ops.push(Op::NodeSet {
                 node: node.clone(),
                 attribute,
                 stored,
+            });
+        }
+    }
+    // Users are restored by `restore` only; a merge leaves the accounts alone (as Confluent).
+    if replace {
+        for user in store.users().keys() {
+            if !loaded.main.users.contains_key(&**user) {
+                ops.push(Op::UserSet {
+                    user: user.clone(),
+                    record: None,
+                });
+            }
+        }
+        for group in store.usergroups().keys() {
+            if !loaded.main.usergroups.contains_key(&**group) {
+                ops.push(Op::UserGroupSet {
+                    group: group.clone(),
+                    record: None,
+                });
+            }
+        }
+        for (user, record) in &loaded.main.users {
+            ops.push(Op::UserSet {
+                user: Arc::from(user.as_str()),
+                record: Some(record.clone()),
+            });
+        }
+        for (group, record) in &loaded.main.usergroups {
+            ops.push(Op::UserGroupSet {
+                group: Arc::from(group.as_str()),
+                record: Some(record.clone()),
             });
         }
     }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::journal::{self, Journal, JournalError, JournalLoadError};
-use super::model::{FastMap, Group, Node, Store, Stored};
+use super::model::{FastMap, Group, Node, Store, Stored, UserGroupRecord, UserRecord};
 use super::plan::{ConfigChangeError, Plan};
 use super::secrets::{MasterKey, MasterKeyError};
 use super::watch::{ChangeRecorder, ChangeSet, WatchFilter, Watchers};
@@ -102,6 +102,8 @@ struct SnapshotOut<'a> {
     nodes: &'a FastMap<Arc<str>, Arc<Node>>,
     groups: &'a FastMap<Arc<str>, Arc<Group>>,
     globals: &'a std::collections::BTreeMap<Arc<str>, serde_json::Value>,
+    users: &'a std::collections::BTreeMap<Arc<str>, Arc<UserRecord>>,
+    usergroups: &'a std::collections::BTreeMap<Arc<str>, Arc<UserGroupRecord>>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +114,10 @@ struct SnapshotIn {
     groups: HashMap<Arc<str>, Group>,
     #[serde(default)]
     globals: std::collections::BTreeMap<Arc<str>, serde_json::Value>,
+    #[serde(default)]
+    users: std::collections::BTreeMap<Arc<str>, Arc<UserRecord>>,
+    #[serde(default)]
+    usergroups: std::collections::BTreeMap<Arc<str>, Arc<UserGroupRecord>>,
 }
 
 struct Versioned {
@@ -353,7 +359,7 @@ impl ConfigEngine {
     /// copy); serialization and fsync happen outside the lock.
     pub fn snapshot(&self) -> Result<u64, SnapshotError> {
         let _only_one = self.snapshotting.lock();
-        let (seq, nodes, groups, globals, rotated) = {
+        let (seq, nodes, groups, globals, users, usergroups, rotated) = {
             let state = self.state.write();
             let rotated = self.journal.rotate(state.last_seq + 1);
             (
@@ -361,6 +367,8 @@ impl ConfigEngine {
                 state.store.nodes.clone(),
                 state.store.groups.clone(),
                 state.store.globals.clone(),
+                state.store.users.clone(),
+                state.store.usergroups.clone(),
                 rotated,
             )
         };
@@ -379,6 +387,8 @@ impl ConfigEngine {
             nodes: &nodes,
             groups: &groups,
             globals: &globals,
+            users: &users,
+            usergroups: &usergroups,
         };
         let path = self.cfg_dir.join("snapshot.json");
         let temporary = self.cfg_dir.join("snapshot.json.tmp");
@@ -485,6 +495,7 @@ fn load_snapshot(cfg_dir: &Path) -> Result<(Store, u64), ConfigOpenError> {
             )),
         });
     }
-    let store = Store::from_parts(snapshot.nodes, snapshot.groups, snapshot.globals);
+    let mut store = Store::from_parts(snapshot.nodes, snapshot.groups, snapshot.globals);
+    store.set_accounts(snapshot.users, snapshot.usergroups);
     Ok((store, snapshot.seq))
 }

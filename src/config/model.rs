@@ -222,6 +222,9 @@ pub struct Node {
     pub groups: Vec<Arc<str>>,
     #[serde(default)]
     pub attributes: BTreeMap<Arc<str>, Stored>,
+    /// The tenant owning the node; `None` for the site's own (default) tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Arc<str>>,
 }
 
 /// A group: attributes members inherit, and an optional dynamic `noderange`.
@@ -233,6 +236,26 @@ pub struct Group {
     pub attributes: BTreeMap<Arc<str>, Stored>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noderange: Option<Arc<str>>,
+    /// The tenant owning the group; `None` for the site's own (default) tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Arc<str>>,
+}
+
+/// A user of the API (reference 1.2 `/users/`): a role and, for local accounts, an argon2id
+/// password hash (PHC string). Keyed in the store by login name, `tenant/name` for tenant users.
+/// Accounts without a hash authenticate through PAM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UserRecord {
+    pub role: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<Arc<str>>,
+}
+
+/// A user group (reference 1.2 `/usergroups/`): members of the OS group of that name get its
+/// role. Keyed like users (`tenant/group` for a tenant's groups).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UserGroupRecord {
+    pub role: Arc<str>,
 }
 
 /// One journaled change. Applying a sequence of ops is deterministic and never fails; ops that
@@ -290,6 +313,24 @@ pub enum Op {
         key: Arc<str>,
         value: Option<serde_json::Value>,
     },
+    /// Tag a node with its tenant (right after its creation by a tenant user).
+    NodeSetTenant {
+        node: Arc<str>,
+        tenant: Option<Arc<str>>,
+    },
+    GroupSetTenant {
+        group: Arc<str>,
+        tenant: Option<Arc<str>>,
+    },
+    /// Create, replace (`Some`) or delete (`None`) a user.
+    UserSet {
+        user: Arc<str>,
+        record: Option<UserRecord>,
+    },
+    UserGroupSet {
+        group: Arc<str>,
+        record: Option<UserGroupRecord>,
+    },
 }
 
 /// What a node's attribute resolves to, with its provenance.
@@ -327,6 +368,8 @@ pub struct Store {
     /// Alias → canonical node (derived from the nodes' `alias` attributes).
     pub(crate) aliases: FastMap<Arc<str>, Arc<str>>,
     pub(crate) globals: BTreeMap<Arc<str>, serde_json::Value>,
+    pub(crate) users: BTreeMap<Arc<str>, Arc<UserRecord>>,
+    pub(crate) usergroups: BTreeMap<Arc<str>, Arc<UserGroupRecord>>,
     /// Interned attribute names, so 100,000 nodes share one allocation per name.
     names: FastSet<Arc<str>>,
 }
@@ -366,6 +409,33 @@ impl Store {
 
     pub fn globals(&self) -> &BTreeMap<Arc<str>, serde_json::Value> {
         &self.globals
+    }
+
+    /// A user by login name (`name`, or `tenant/name`).
+    pub fn user(&self, login: &str) -> Option<&Arc<UserRecord>> {
+        self.users.get(login)
+    }
+
+    pub fn users(&self) -> &BTreeMap<Arc<str>, Arc<UserRecord>> {
+        &self.users
+    }
+
+    pub fn usergroup(&self, name: &str) -> Option<&Arc<UserGroupRecord>> {
+        self.usergroups.get(name)
+    }
+
+    pub fn usergroups(&self) -> &BTreeMap<Arc<str>, Arc<UserGroupRecord>> {
+        &self.usergroups
+    }
+
+    /// Install users and user groups loaded from a snapshot (see [`Store::from_parts`]).
+    pub fn set_accounts(
+        &mut self,
+        users: BTreeMap<Arc<str>, Arc<UserRecord>>,
+        usergroups: BTreeMap<Arc<str>, Arc<UserGroupRecord>>,
+    ) {
+        self.users = users;
+        self.usergroups = usergroups;
     }
 
     /// The canonical name a node is known by: the node itself or one of its aliases.
@@ -524,6 +594,7 @@ impl Store {
                     Arc::new(Node {
                         groups: vec![everything],
                         attributes: BTreeMap::new(),
+                        tenant: None,
                     }),
                 );
             }
@@ -685,6 +756,33 @@ impl Store {
                 }
                 None => {
                     self.globals.remove(key);
+                }
+            },
+            Op::NodeSetTenant { node, tenant } => {
+                if let Some(record) = self.nodes.get_mut(node) {
+                    Arc::make_mut(record).tenant = tenant.clone();
+                }
+            }
+            Op::GroupSetTenant { group, tenant } => {
+                if let Some(record) = self.groups.get_mut(group) {
+                    Arc::make_mut(record).tenant = tenant.clone();
+                }
+            }
+            Op::UserSet { user, record } => match record {
+                Some(record) => {
+                    self.users.insert(user.clone(), Arc::new(record.clone()));
+                }
+                None => {
+                    self.users.remove(user);
+                }
+            },
+            Op::UserGroupSet { group, record } => match record {
+                Some(record) => {
+                    self.usergroups
+                        .insert(group.clone(), Arc::new(record.clone()));
+                }
+                None => {
+                    self.usergroups.remove(group);
                 }
             },
         }

@@ -90,6 +90,10 @@ pub enum ConfigChangeError {
     NotAList(String),
     #[error("the configuration journal is unavailable, nothing was changed")]
     JournalUnavailable(#[source] super::journal::JournalError),
+    #[error("{kind} {name} does not exist")]
+    NoSuchAccount { kind: &'static str, name: String },
+    #[error("{kind} {name} already exists")]
+    AccountExists { kind: &'static str, name: String },
 }
 
 /// Which kind of record an attribute is being set on.

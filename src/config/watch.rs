@@ -197,6 +197,11 @@ impl ChangeRecorder {
                     .insert(Arc::from("noderange"));
             }
             Op::GlobalSet { key, .. } => self.changes.globals.push(key.clone()),
+            // Ownership and accounts change no attribute value a watcher could see.
+            Op::NodeSetTenant { .. }
+            | Op::GroupSetTenant { .. }
+            | Op::UserSet { .. }
+            | Op::UserGroupSet { .. } => {}
         }
         store.apply(op);
         // Effects visible only afterwards: attributes a node gained through a new group list.

@@ -52,6 +52,8 @@ pub struct Context {
     pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
     /// Boot files, profiles and the live node directory.
     pub boot: Arc<crate::boot::Boot>,
+    /// Users, sessions, roles: who callers are.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Daemon settings decided by the command line.
@@ -64,6 +66,10 @@ pub struct DaemonOptions {
     pub socket_mode: u32,
     /// Plain HTTP listener (`None`: off).
     pub http: Option<std::net::SocketAddr>,
+    /// Serve the API (not only public boot files) over plain HTTP.
+    pub http_allow_api: bool,
+    /// Sessions, password policy, PAM service, login throttling.
+    pub auth: crate::auth::AuthOptions,
     /// HTTPS listener.
     pub https: Option<std::net::SocketAddr>,
     /// TLS socket API listener (TLV protocol, default port 13001).
@@ -129,7 +135,12 @@ impl Daemon {
         let (directory, refresher) = crate::dhcp::live::LiveDirectory::start(&config);
         let boot = crate::boot::Boot::new(directory, &paths.lib)
             .context("failed to prepare the boot file directories")?;
+        let roles_file = paths.etc.join("authorization.yaml");
+        let roles = crate::auth::roles::RoleTable::load(&roles_file)
+            .context("failed to load the custom roles")?;
+        let auth = Arc::new(crate::auth::Authenticator::new(options.auth, roles));
         let context = Context {
+            auth,
             paths: Arc::new(paths),
             config,
             admin_token: Arc::new(admin_token),
@@ -167,7 +178,8 @@ impl Daemon {
         if let Some(address) = options.http {
             let service = crate::http::HttpService::bind(address, None, context.clone())
                 .await
-                .context("failed to start the HTTP listener")?;
+                .context("failed to start the HTTP listener")?
+                .allow_plain_api(options.http_allow_api);
             let bound = service.local_addr()?;
             boot_settings.http_port = bound.port();
             listeners.insert("http".into(), bound.to_string().into());

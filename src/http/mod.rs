@@ -6,6 +6,14 @@
 //! are the query string merged with a JSON or form body. The messages of a request are merged
 //! into one JSON document: `databynode` becomes a list, child links gather under `_links.item`,
 //! repeated keys become lists. The tree is served at `/` and under `/confluent-api/`.
+//!
+//! Authentication (reference 6): a session (cookie `confluentsessionid` or header
+//! `ConfluentSession`), HTTP Basic (which opens a session), the administrator bearer token, or a
+//! node's `CONFLUENT_NODENAME` + `CONFLUENT_APIKEY`. `/sessions/current/info` and
+//! `/sessions/current/logout` describe and end the session.
+//!
+//! Plain HTTP (no TLS) serves only the public boot paths (`/boot/`, `/confluent-public/`) unless
+//! the daemon runs with `--http-allow-api` (a trusted network, or a TLS-terminating proxy).
 
 pub mod boot;
 pub mod files;
@@ -27,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Caller, Operation, Request};
+use crate::auth::LoginError;
 use crate::daemon::connections::serve_connections;
 use crate::daemon::{Context, Service};
 
@@ -52,7 +61,48 @@ pub struct HttpService {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     context: Context,
+    allow_plain_api: bool,
 }
+
+/// What a listener is, for the plain-HTTP guard and the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transport {
+    pub tls: bool,
+    /// Serve the API without TLS (`--http-allow-api`).
+    pub allow_plain_api: bool,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// Path prefixes plain HTTP always serves: what booting nodes fetch before they have any
+/// credential or trust (served by the boot modules, never by the API tree).
+pub const PUBLIC_PREFIXES: [&str; 2] = ["/boot/", "/confluent-public/"];
+
+/// Routes of the HTTP transport that are not in [`api::resources::ROUTES`], with the operation
+/// authorization sees (the WebSocket upgrade is a `start`).
+pub const HTTP_ROUTES: &[api::resources::Route] = &[
+    api::resources::Route {
+        path: "/sessions/current/async",
+        operations: &[Operation::Start],
+    },
+    api::resources::Route {
+        path: "/sessions/current/info",
+        operations: &[Operation::Retrieve],
+    },
+    api::resources::Route {
+        path: "/sessions/current/logout",
+        operations: &[Operation::Retrieve, Operation::Create, Operation::Delete],
+    },
+];
+
+/// Session cookie name (reference 6).
+pub const SESSION_COOKIE: &str = "confluentsessionid";
+/// Header carrying a session id instead of the cookie.
+pub const SESSION_HEADER: &str = "confluentsession";
 
 impl HttpService {
     /// Bind `address`; with `tls`, every connection is TLS.
@@ -68,7 +118,14 @@ impl HttpService {
             listener,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             context,
+            allow_plain_api: false,
         })
+    }
+
+    /// Serve the API over this listener even without TLS (`--http-allow-api`).
+    pub fn allow_plain_api(mut self, allow: bool) -> HttpService {
+        self.allow_plain_api = allow;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -76,18 +133,46 @@ impl HttpService {
     }
 }
 
-/// The axum router: the boot routes (unauthenticated, uncompressed) and the tree. `secure`
-/// says whether the listener is HTTPS.
-pub fn router(context: Context, secure: bool) -> Router {
+/// The axum router: the boot routes (public, uncompressed) and the tree behind the plain-HTTP
+/// guard.
+pub fn router(context: Context, transport: Transport) -> Router {
     let api = Router::new()
         .route(
             "/sessions/current/async",
             axum::routing::get(websocket::upgrade),
         )
         .fallback(tree)
+        .layer(axum::middleware::from_fn_with_state(
+            transport,
+            plain_http_guard,
+        ))
+        .layer(axum::Extension(transport))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true));
-    boot::routes(secure).merge(api).with_state(context)
+    boot::routes(transport.tls).merge(api).with_state(context)
+}
+
+/// Without TLS, only the public boot paths pass (unless `--http-allow-api`): credentials and
+/// configuration must not cross an untrusted network in clear.
+async fn plain_http_guard(
+    State(transport): State<Transport>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if transport.tls
+        || transport.allow_plain_api
+        || PUBLIC_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+    {
+        return next.run(request).await;
+    }
+    error_response(&ApiError::new(
+        403,
+        "tls_required",
+        "the API is served over HTTPS only (start confluentd with --http-allow-api to allow plain HTTP)",
+    ))
 }
 
 impl Service for HttpService {
@@ -100,7 +185,11 @@ impl Service for HttpService {
         shutdown: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin(async move {
-            let app = router(self.context.clone(), self.tls.is_some());
+            let transport = Transport {
+                tls: self.tls.is_some(),
+                allow_plain_api: self.allow_plain_api,
+            };
+            let app = router(self.context.clone(), transport);
             let listener = &self.listener;
             let tls = &self.tls;
             let name = if tls.is_some() { "https" } else { "http" };
@@ -177,15 +266,179 @@ where
     }
 }
 
-/// Who is calling over HTTP: holders of the administrator token are trusted; everyone else is
-/// refused until the authentication issue adds users and sessions.
-pub fn http_caller(context: &Context, headers: &HeaderMap) -> Option<Caller> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?;
-    context
-        .admin_token
-        .verify(token)
-        .then_some(Caller::AdminToken)
+/// An authenticated HTTP caller.
+pub struct Authenticated {
+    pub caller: Caller,
+    /// The session the request used or opened.
+    pub session: Option<String>,
+    /// True when this request opened the session (HTTP Basic): the cookie is set.
+    pub opened: bool,
+}
+
+/// Why a request was not authenticated: the answer, and for the audit the user it claimed to
+/// be and the reason.
+pub struct Refusal {
+    pub error: ApiError,
+    pub claimed: String,
+    pub reason: String,
+}
+
+fn refusal(claimed: &str, reason: impl Into<String>, message: &str) -> Refusal {
+    Refusal {
+        error: ApiError::new(401, "unauthenticated", message),
+        claimed: claimed.chars().take(130).collect(),
+        reason: reason.into(),
+    }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The session id a request carries (header first, then cookie).
+pub fn session_id(headers: &HeaderMap) -> Option<&str> {
+    if let Some(id) = header_text(headers, SESSION_HEADER) {
+        return Some(id.trim());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| {
+            let (name, value) = cookie.trim().split_once('=')?;
+            (name == SESSION_COOKIE).then_some(value)
+        })
+}
+
+/// Who is calling over HTTP(S): a node's API key, the administrator token, a session, or HTTP
+/// Basic credentials (local user, then PAM), which open a session.
+pub async fn authenticate(
+    context: &Context,
+    headers: &HeaderMap,
+) -> Result<Authenticated, Refusal> {
+    let plain = |caller| Authenticated {
+        caller,
+        session: None,
+        opened: false,
+    };
+    if let Some(node) = header_text(headers, "confluent_nodename") {
+        let key = header_text(headers, "confluent_apikey").unwrap_or_default();
+        let name = context.config.read(|store| store.canonical_node(node));
+        return match name {
+            Some(name)
+                if context
+                    .auth
+                    .check_node_key(&context.config, &name, key)
+                    .await =>
+            {
+                Ok(plain(Caller::Node { name }))
+            }
+            _ => Err(refusal(
+                &format!("node:{node}"),
+                "wrong node API key",
+                "node authentication failed",
+            )),
+        };
+    }
+    let authorization = header_text(headers, header::AUTHORIZATION.as_str());
+    if let Some(token) = authorization.and_then(|value| value.strip_prefix("Bearer ")) {
+        return if context.admin_token.verify(token.trim()) {
+            Ok(plain(Caller::AdminToken))
+        } else {
+            Err(refusal(
+                "admin-token",
+                "wrong administrator token",
+                "authentication failed",
+            ))
+        };
+    }
+    let basic = authorization
+        .and_then(|value| value.strip_prefix("Basic "))
+        .map(str::trim);
+    if let Some(id) = session_id(headers) {
+        if let Some(identity) = context.auth.sessions.lookup(id) {
+            return Ok(Authenticated {
+                caller: Caller::User(identity),
+                session: Some(id.to_string()),
+                opened: false,
+            });
+        }
+        if basic.is_none() {
+            return Err(refusal(
+                "anonymous",
+                "unknown or expired session",
+                "the session has expired; log in again",
+            ));
+        }
+    }
+    let Some(encoded) = basic else {
+        return Err(refusal(
+            "anonymous",
+            "no credentials",
+            "authentication required (HTTP Basic, a session, or the administrator token)",
+        ));
+    };
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(zeroize::Zeroizing::new);
+    let Some((user, password)) = decoded.as_ref().and_then(|text| text.split_once(':')) else {
+        return Err(refusal(
+            "anonymous",
+            "malformed Basic credentials",
+            "authentication failed",
+        ));
+    };
+    match context.auth.login(&context.config, user, password).await {
+        Ok(identity) => {
+            let session = context
+                .auth
+                .sessions
+                .create(identity.clone())
+                .map_err(|_| {
+                    refusal(
+                        user,
+                        LoginError::TooManySessions.to_string(),
+                        "too many sessions",
+                    )
+                })?;
+            Ok(Authenticated {
+                caller: Caller::User(identity),
+                session: Some(session),
+                opened: true,
+            })
+        }
+        Err(error) => Err(refusal(user, error.to_string(), "authentication failed")),
+    }
+}
+
+/// A 401 answer: `WWW-Authenticate: Basic realm="confluent"` unless the client asked not to be
+/// prompted (reference 6).
+pub fn unauthorized(error: &ApiError, request_headers: &HeaderMap) -> Response {
+    let mut response = error_response(error);
+    if request_headers.get("suppressauthheader").is_none()
+        && request_headers.get("confluentauthtoken").is_none()
+    {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"confluent\""),
+        );
+    }
+    response
+}
+
+fn session_cookie(id: &str, max_age: Option<u64>) -> Option<HeaderValue> {
+    let expiry = match max_age {
+        Some(seconds) => format!("; Max-Age={seconds}"),
+        None => String::new(),
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; Secure; HttpOnly; Path=/; SameSite=Strict{expiry}"
+    ))
+    .ok()
 }
 
 fn operation_for(method: &Method) -> Option<Operation> {
@@ -340,19 +593,95 @@ pub fn percent_decode(bytes: &[u8]) -> String {
 /// The resource tree handler.
 async fn tree(
     State(context): State<Context>,
+    axum::Extension(transport): axum::Extension<Transport>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(caller) = http_caller(&context, &headers) else {
-        api::audit::unauthenticated(&context, "anonymous", method.as_str(), uri.path(), "http");
-        return error_response(&ApiError::new(
-            401,
-            "unauthenticated",
-            "authentication required (send the administrator token as 'Authorization: Bearer <token>')",
-        ));
+    let authenticated = match authenticate(&context, &headers).await {
+        Ok(authenticated) => authenticated,
+        Err(refusal) => {
+            api::audit::unauthenticated(
+                &context,
+                &refusal.claimed,
+                method.as_str(),
+                uri.path(),
+                transport.name(),
+                &refusal.reason,
+            );
+            return unauthorized(&refusal.error, &headers);
+        }
     };
+    let mut response =
+        tree_authenticated(&context, &authenticated, method, &uri, &headers, &body).await;
+    if authenticated.opened
+        && let Some(id) = &authenticated.session
+        && let Some(cookie) = session_cookie(id, None)
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `/sessions/current/info` and `/sessions/current/logout`.
+fn session_route(context: &Context, authenticated: &Authenticated, path: &str) -> Option<Response> {
+    let route = path.trim_end_matches('/');
+    let document = match route {
+        "/sessions/current/info" => {
+            let mut info = Map::new();
+            match &authenticated.caller {
+                Caller::User(identity) => {
+                    info.insert("username".into(), identity.login().into());
+                    info.insert("tenant".into(), json!(identity.tenant.as_deref()));
+                    info.insert("role".into(), identity.role.name().into());
+                    info.insert("method".into(), identity.method.as_str().into());
+                }
+                Caller::AdminToken => {
+                    info.insert("username".into(), "admin-token".into());
+                    info.insert("role".into(), "Administrator".into());
+                }
+                other => {
+                    info.insert("username".into(), api::audit::describe(other).into());
+                }
+            }
+            if let Some(id) = &authenticated.session {
+                info.insert("sessionid".into(), id.clone().into());
+                info.insert(
+                    "idletimeout".into(),
+                    context.auth.sessions.idle_timeout().as_secs().into(),
+                );
+            }
+            Value::Object(info)
+        }
+        "/sessions/current/logout" => {
+            if let Some(id) = &authenticated.session {
+                context.auth.sessions.remove(id);
+            }
+            let mut response = with_headers(
+                (StatusCode::OK, axum::Json(json!({"loggedout": true}))).into_response(),
+            );
+            if let Some(cookie) = session_cookie("", Some(0)) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            return Some(response);
+        }
+        _ => return None,
+    };
+    Some(with_headers(
+        (StatusCode::OK, axum::Json(document)).into_response(),
+    ))
+}
+
+async fn tree_authenticated(
+    context: &Context,
+    authenticated: &Authenticated,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let caller = &authenticated.caller;
     let Some(operation) = operation_for(&method) else {
         return error_response(&ApiError::new(
             405,
@@ -364,7 +693,7 @@ async fn tree(
     let path = raw_path.strip_prefix("/confluent-api").unwrap_or(raw_path);
     let path = path.strip_suffix(".json").unwrap_or(path);
     let path = percent_decode(path.as_bytes());
-    let parameters = match parameters(&uri, &headers, &body) {
+    let parameters = match parameters(uri, headers, body) {
         Ok(parameters) => parameters,
         Err(error) => return error_response(&error),
     };
@@ -373,7 +702,16 @@ async fn tree(
         path: if path.is_empty() { "/".into() } else { path },
         parameters,
     };
-    let messages = api::handle(&context, &caller, request).await.into_values();
+    if request.path.starts_with("/sessions/current/") {
+        if let Err(error) = api::authorize(&context.auth.roles, caller, &request) {
+            api::audit::record(context, caller, &request, true, Err(&error)).await;
+            return error_response(&error);
+        }
+        if let Some(response) = session_route(context, authenticated, &request.path) {
+            return response;
+        }
+    }
+    let messages = api::handle(context, caller, request).await.into_values();
     // A whole-request error is the only message: answer with its status.
     if let [message] = messages.as_slice()
         && let Some(code) = message.get("errorcode").and_then(Value::as_u64)

@@ -26,9 +26,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::http_caller;
-use crate::api::ApiError;
+use super::{Transport, authenticate, unauthorized};
 use crate::api::resources::resolved_json;
+use crate::api::{self, ApiError, Caller, Operation, Request};
 use crate::config::watch::{ChangeSet, WatchFilter};
 use crate::daemon::Context;
 use crate::eventlog::{Delivery, Subscription};
@@ -38,13 +38,33 @@ const HEARTBEAT: Duration = Duration::from_secs(25);
 
 pub async fn upgrade(
     State(context): State<Context>,
+    axum::Extension(transport): axum::Extension<Transport>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if http_caller(&context, &headers).is_none() {
-        let error = ApiError::new(401, "unauthenticated", "authentication required");
+    let caller = match authenticate(&context, &headers).await {
+        Ok(authenticated) => authenticated.caller,
+        Err(refusal) => {
+            api::audit::unauthenticated(
+                &context,
+                &refusal.claimed,
+                "start",
+                "/sessions/current/async",
+                transport.name(),
+                &refusal.reason,
+            );
+            return unauthorized(&refusal.error, &headers);
+        }
+    };
+    let request = Request {
+        operation: Operation::Start,
+        path: "/sessions/current/async".into(),
+        parameters: json!({}),
+    };
+    if let Err(error) = api::authorize(&context.auth.roles, &caller, &request) {
+        api::audit::record(&context, &caller, &request, true, Err(&error)).await;
         return (
-            axum::http::StatusCode::UNAUTHORIZED,
+            axum::http::StatusCode::FORBIDDEN,
             axum::Json(error.to_json()),
         )
             .into_response();
@@ -52,7 +72,21 @@ pub async fn upgrade(
     upgrade
         .protocols(["confluent.asyncweb"])
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| session(socket, context))
+        .on_upgrade(move |socket| session(socket, context, caller))
+}
+
+/// Authorize what a socket operation reads as the equivalent tree request (audited if denied).
+async fn authorize_read(context: &Context, caller: &Caller, path: String) -> Result<(), ApiError> {
+    let request = Request {
+        operation: Operation::Retrieve,
+        path,
+        parameters: json!({}),
+    };
+    let decision = api::authorize(&context.auth.roles, caller, &request);
+    if let Err(error) = &decision {
+        api::audit::record(context, caller, &request, true, Err(error)).await;
+    }
+    decision
 }
 
 async fn send(socket: &mut WebSocket, value: &Value) -> bool {
@@ -95,7 +129,11 @@ fn subscribe(context: &Context, request: &Value) -> Result<(Subscription, Value)
     ))
 }
 
-fn watch(context: &Context, request: &Value) -> Result<(WatchFilter, Value), ApiError> {
+fn watch(
+    context: &Context,
+    caller: &Caller,
+    request: &Value,
+) -> Result<(WatchFilter, Value), ApiError> {
     let range = request
         .get("noderange")
         .and_then(Value::as_str)
@@ -111,8 +149,7 @@ fn watch(context: &Context, request: &Value) -> Result<(WatchFilter, Value), Api
     };
     let nodes = context
         .config
-        .read(|store| store.expand(range))
-        .map_err(|error| ApiError::bad_request(format!("invalid noderange {range}: {error}")))?;
+        .read(|store| crate::api::resources::expand_in(store, caller.tenant(), range))?;
     let count = nodes.len();
     let filter = WatchFilter {
         nodes: Some(nodes.into_iter().collect::<HashSet<_>>()),
@@ -155,7 +192,7 @@ fn describe(context: &Context, changes: &ChangeSet) -> Value {
     }})
 }
 
-async fn session(mut socket: WebSocket, context: Context) {
+async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
     let id: u64 = rand::random();
     if socket
         .send(Message::Text(format!(" ASYNCID: {id:016x}").into()))
@@ -199,30 +236,38 @@ async fn session(mut socket: WebSocket, context: Context) {
                     }
                 };
                 let operation = request.get("operation").and_then(Value::as_str).unwrap_or_default();
-                let reply = match operation {
-                    "watch" => match watch(&context, &request) {
+                let range = request.get("noderange").and_then(Value::as_str).unwrap_or("everything");
+                let log = request.get("log").and_then(Value::as_str).unwrap_or("events");
+                let allowed = match operation {
+                    "watch" => authorize_read(&context, &caller, format!("/noderange/{range}/attributes/all")).await,
+                    "subscribe" => authorize_read(&context, &caller, format!("/events/{log}")).await,
+                    _ => Ok(()),
+                };
+                let reply = match (operation, allowed) {
+                    (_, Err(error)) => error.to_json(),
+                    ("watch", Ok(())) => match watch(&context, &caller, &request) {
                         Ok((filter, reply)) => {
                             receiver = Some(context.config.watch(filter));
                             reply
                         }
                         Err(error) => error.to_json(),
                     },
-                    "subscribe" => match subscribe(&context, &request) {
+                    ("subscribe", Ok(())) => match subscribe(&context, &request) {
                         Ok((new, reply)) => {
                             subscription = Some(new);
                             reply
                         }
                         Err(error) => error.to_json(),
                     },
-                    "unsubscribe" => {
+                    ("unsubscribe", _) => {
                         subscription = None;
                         json!({"subscribed": null})
                     }
-                    "unwatch" => {
+                    ("unwatch", _) => {
                         receiver = None;
                         json!({"watching": null})
                     }
-                    other => json!({"errorcode": 400, "error": format!("unsupported operation '{other}' on this socket")}),
+                    (other, _) => json!({"errorcode": 400, "error": format!("unsupported operation '{other}' on this socket")}),
                 };
                 if !send(&mut socket, &reply).await {
                     return;

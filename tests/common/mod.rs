@@ -24,8 +24,23 @@ impl DaemonProcess {
         Self::start_wrapped(state_dir, &[], extra)
     }
 
-    /// Start under a wrapper command, e.g. `["ip", "netns", "exec", "ns1"]`.
+    /// Start under a wrapper command, e.g. `["ip", "netns", "exec", "ns1"]`. The plain HTTP
+    /// listener serves the API (`--http-allow-api`), as most tests talk to it with curl.
     pub fn start_wrapped(state_dir: &Path, wrapper: &[&str], extra: &[&str]) -> DaemonProcess {
+        Self::spawn(state_dir, wrapper, extra, true)
+    }
+
+    /// Start with the production default: plain HTTP serves only the public boot paths.
+    pub fn start_https_only(state_dir: &Path, extra: &[&str]) -> DaemonProcess {
+        Self::spawn(state_dir, &[], extra, false)
+    }
+
+    fn spawn(
+        state_dir: &Path,
+        wrapper: &[&str],
+        extra: &[&str],
+        allow_plain_api: bool,
+    ) -> DaemonProcess {
         let daemon = env!("CARGO_BIN_EXE_confluentd");
         let mut command = match wrapper.split_first() {
             Some((program, arguments)) => {
@@ -47,6 +62,7 @@ impl DaemonProcess {
                 "--tls-socket",
                 "127.0.0.1:0",
             ])
+            .args(allow_plain_api.then_some("--http-allow-api"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -27,8 +27,18 @@ fuzz_target!(|data: &[u8]| {
             "missing or null parameters must become an empty object"
         );
         attribute_inputs(&request.parameters);
-        // Authorization is pure: it must decide every parsed request without panicking.
-        assert!(authorize(&Caller::LocalTrusted { uid: 0 }, &request).is_ok());
-        assert!(authorize(&Caller::LocalUser { uid: 1000 }, &request).is_err());
+        // Authorization is pure: it must decide every parsed request without panicking. Trusted
+        // callers may do anything with a path free of relative segments; nodes only /self/.
+        let roles = confluent::auth::roles::RoleTable::default();
+        let trusted = authorize(&roles, &Caller::LocalTrusted { uid: 0 }, &request);
+        assert!(trusted.is_ok() || request.path.split('/').any(|s| s == "." || s == ".."));
+        let node = Caller::Node {
+            name: std::sync::Arc::from("n1"),
+        };
+        if authorize(&roles, &node, &request).is_ok() {
+            assert!(confluent::api::canonical_path(&request.path)
+                .unwrap()
+                .starts_with("/self/"));
+        }
     }
 });
