@@ -196,6 +196,9 @@ pub const ROUTES: &[Route] = &[
 pub enum Answer {
     Values(Vec<Value>),
     Encoded(Vec<Vec<u8>>),
+    /// One message that is already the whole document a merging transport would build (a
+    /// single node's attributes): HTTP sends it as is, the socket as one message.
+    Document(Vec<u8>),
 }
 
 impl Answer {
@@ -207,6 +210,7 @@ impl Answer {
                 .iter()
                 .filter_map(|bytes| serde_json::from_slice(bytes).ok())
                 .collect(),
+            Answer::Document(bytes) => serde_json::from_slice(&bytes).into_iter().collect(),
         }
     }
 }
@@ -260,7 +264,7 @@ fn encoded_attribute_read(
     }
     let trimmed = request.path.trim_start_matches('/').trim_end_matches('/');
     let mut segments = trimmed.split('/');
-    let (Some("noderange"), Some(range), Some("attributes"), Some(kind), None) = (
+    let (Some(collection), Some(range), Some("attributes"), Some(kind), None) = (
         segments.next(),
         segments.next(),
         segments.next(),
@@ -274,6 +278,29 @@ fn encoded_attribute_read(
     }
     let all = kind == "all";
     let requested = requested_attributes(&request.parameters)?;
+    if collection == "nodes" {
+        // One node, answered without the `databynode` layer.
+        let node = require_node(context, tenant, range)?;
+        return context.config.read(|store| {
+            let Some(record) = store.node(&node) else {
+                return Ok(None);
+            };
+            let names = attribute_names(store, record, all, requested.as_deref());
+            let attributes: Vec<(Arc<str>, Resolved)> = names
+                .into_iter()
+                .filter_map(|name| {
+                    let resolved = store.resolve_in(&node, record, &name);
+                    (all || resolved.value != ResolvedValue::Unset).then_some((name, resolved))
+                })
+                .collect();
+            Ok(serde_json::to_vec(&NodeAttributes(&attributes))
+                .ok()
+                .map(Answer::Document))
+        });
+    }
+    if collection != "noderange" {
+        return Ok(None);
+    }
     context.config.read(|store| {
         let nodes = expand_in(store, tenant, range)?;
         let mut encoded = Vec::with_capacity(nodes.len());
@@ -582,16 +609,13 @@ where
 /// Remove the `databynode` wrapper of a single-node message.
 fn strip_node(message: Value) -> Value {
     match message {
-        Value::Object(mut map) => {
-            if let Some(Value::Object(by_node)) = map.get("databynode")
-                && by_node.len() == 1
-                && let Some(inner) = by_node.values().next()
-            {
-                return inner.clone();
-            }
-            map.remove("databynode");
-            Value::Object(map)
-        }
+        Value::Object(mut map) => match map.remove("databynode") {
+            Some(Value::Object(by_node)) if by_node.len() == 1 => by_node
+                .into_iter()
+                .next()
+                .map_or(Value::Null, |(_, inner)| inner),
+            _ => Value::Object(map),
+        },
         other => other,
     }
 }

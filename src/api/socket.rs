@@ -439,6 +439,7 @@ where
         let large = match &answer {
             super::resources::Answer::Values(messages) => messages.len() >= LARGE_ANSWER,
             super::resources::Answer::Encoded(messages) => messages.len() >= LARGE_ANSWER,
+            super::resources::Answer::Document(_) => false,
         };
         match answer {
             super::resources::Answer::Values(messages) => {
@@ -452,6 +453,11 @@ where
                         .write_all(&tlv::encode(FrameType::Json, message)?)
                         .await?;
                 }
+            }
+            super::resources::Answer::Document(document) => {
+                writer
+                    .write_all(&tlv::encode(FrameType::Json, &document)?)
+                    .await?;
             }
         }
         write_json(&mut writer, &json!({"_requestdone": 1})).await?;

@@ -711,7 +711,21 @@ async fn tree_authenticated(
             return response;
         }
     }
-    let messages = api::handle(context, caller, request).await.into_values();
+    let messages = match api::handle(context, caller, request).await {
+        api::resources::Answer::Document(document) => {
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                document,
+            )
+                .into_response();
+            if method == Method::HEAD {
+                *response.body_mut() = Body::empty();
+            }
+            return with_headers(response);
+        }
+        answer => answer.into_values(),
+    };
     // A whole-request error is the only message: answer with its status.
     if let [message] = messages.as_slice()
         && let Some(code) = message.get("errorcode").and_then(Value::as_u64)
