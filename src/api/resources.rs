@@ -416,11 +416,28 @@ fn attribute_names(
         names.dedup();
         return names;
     }
-    let mut names = store.effective_attribute_names(record);
-    if all {
-        names.extend(catalogue_names(true).map(Arc::from));
-    }
-    names.insert(Arc::from("groups"));
+    let effective = store.effective_attribute_names(record);
+    let mut names: Vec<Arc<str>> = if all {
+        // Merge two sorted lists: the catalogue (built once) and the node's own names.
+        let catalogue = node_catalogue_names();
+        let mut merged = Vec::with_capacity(catalogue.len() + effective.len());
+        let mut own = effective.into_iter().peekable();
+        for name in catalogue {
+            while let Some(next) = own.next_if(|next| next < name) {
+                merged.push(next);
+            }
+            own.next_if(|next| next == name);
+            merged.push(name.clone());
+        }
+        merged.extend(own);
+        merged
+    } else {
+        let mut names: Vec<Arc<str>> = effective.into_iter().collect();
+        if let Err(at) = names.binary_search_by(|name| (**name).cmp("groups")) {
+            names.insert(at, Arc::from("groups"));
+        }
+        names
+    };
     if let Some(requested) = requested {
         names.retain(|name| {
             requested
@@ -428,7 +445,19 @@ fn attribute_names(
                 .any(|pattern| catalogue::wildcard_match(pattern, name))
         });
     }
-    names.into_iter().collect()
+    names
+}
+
+/// Every plain node attribute of the catalogue plus `groups`, sorted, shared between requests.
+fn node_catalogue_names() -> &'static [Arc<str>] {
+    static NAMES: std::sync::OnceLock<Vec<Arc<str>>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: Vec<Arc<str>> = catalogue_names(true).map(Arc::from).collect();
+        names.push(Arc::from("groups"));
+        names.sort();
+        names.dedup();
+        names
+    })
 }
 
 async fn dispatch_values(
