@@ -19,9 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::pin::Pin;
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::TftpLimits;
 use crate::proto::tftp::{self as wire, ErrorCode, Options, Packet};
@@ -211,7 +213,7 @@ pub async fn send(
     shutdown: &CancellationToken,
 ) -> Result<u64, TftpTransferError> {
     let mut packet = Vec::with_capacity(wire::DATA_HEADER_LEN + usize::from(plan.blksize));
-    let mut incoming = [0u8; 1024];
+    let mut acks = AckReceiver::new(socket, shutdown);
     let mut attempt = 0u32;
     let attempts = limits.max_attempts.max(1);
 
@@ -222,9 +224,9 @@ pub async fn send(
                 .send(&packet)
                 .await
                 .map_err(TftpTransferError::Socket)?;
-            let deadline = Instant::now() + backoff(plan.timeout, attempt);
+            acks.deadline(Instant::now() + backoff(plan.timeout, attempt));
             loop {
-                match next_ack(socket, &mut incoming, deadline, shutdown).await? {
+                match acks.next().await? {
                     Some(0) => break 'oack,
                     Some(_) => {}
                     None => {
@@ -266,9 +268,9 @@ pub async fn send(
                 .await
                 .map_err(TftpTransferError::Socket)?;
         }
-        let deadline = Instant::now() + backoff(plan.timeout, attempt);
+        acks.deadline(Instant::now() + backoff(plan.timeout, attempt));
         loop {
-            match next_ack(socket, &mut incoming, deadline, shutdown).await? {
+            match acks.next().await? {
                 Some(block) => {
                     if let Some(index) = ack_index(block, acked, last)
                         && index > acked
@@ -293,31 +295,53 @@ pub async fn send(
     }
 }
 
-/// The next ACK from the client (its block number), or `None` at the deadline. Other packets
-/// are ignored; an ERROR ends the transfer.
-async fn next_ack(
-    socket: &UdpSocket,
-    incoming: &mut [u8],
-    deadline: Instant,
-    shutdown: &CancellationToken,
-) -> Result<Option<u16>, TftpTransferError> {
-    loop {
-        // CANCEL-SAFETY: `recv` on a UDP socket loses nothing when it is dropped unfinished.
-        let length = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Err(TftpTransferError::Cancelled),
-            () = tokio::time::sleep_until(deadline) => return Ok(None),
-            received = socket.recv(incoming) => received.map_err(TftpTransferError::Socket)?,
-        };
-        match wire::decode(incoming.get(..length).unwrap_or_default()) {
-            Ok(Packet::Ack { block }) => return Ok(Some(block)),
-            Ok(Packet::Error { code, message }) => {
-                return Err(TftpTransferError::ClientError {
-                    code: code.to_u16(),
-                    message: String::from_utf8_lossy(message).into_owned(),
-                });
+/// Receives the client's ACKs. The timer and the cancellation future live as long as the
+/// transfer, so that waiting for an ACK allocates and registers nothing per window.
+struct AckReceiver<'a> {
+    socket: &'a UdpSocket,
+    incoming: [u8; 1024],
+    timer: Pin<Box<Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFuture<'a>>>,
+}
+
+impl<'a> AckReceiver<'a> {
+    fn new(socket: &'a UdpSocket, shutdown: &'a CancellationToken) -> AckReceiver<'a> {
+        AckReceiver {
+            socket,
+            incoming: [0; 1024],
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            cancelled: Box::pin(shutdown.cancelled()),
+        }
+    }
+
+    /// When [`AckReceiver::next`] stops waiting.
+    fn deadline(&mut self, deadline: Instant) {
+        self.timer.as_mut().reset(deadline);
+    }
+
+    /// The next ACK from the client (its block number), or `None` at the deadline. Other
+    /// packets are ignored; an ERROR ends the transfer.
+    async fn next(&mut self) -> Result<Option<u16>, TftpTransferError> {
+        loop {
+            // CANCEL-SAFETY: `recv` on a UDP socket loses nothing when it is dropped unfinished.
+            let length = tokio::select! {
+                biased;
+                () = &mut self.cancelled => return Err(TftpTransferError::Cancelled),
+                () = &mut self.timer => return Ok(None),
+                received = self.socket.recv(&mut self.incoming) => {
+                    received.map_err(TftpTransferError::Socket)?
+                }
+            };
+            match wire::decode(self.incoming.get(..length).unwrap_or_default()) {
+                Ok(Packet::Ack { block }) => return Ok(Some(block)),
+                Ok(Packet::Error { code, message }) => {
+                    return Err(TftpTransferError::ClientError {
+                        code: code.to_u16(),
+                        message: String::from_utf8_lossy(message).into_owned(),
+                    });
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 }
