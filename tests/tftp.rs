@@ -411,3 +411,23 @@ fn past_the_transfer_cap_requests_get_a_busy_error() {
     assert_eq!(code, ErrorCode::Undefined);
     assert_eq!(message, "server busy: 2 transfers in progress");
 }
+
+#[test]
+fn grub_gets_a_configuration_chaining_to_its_node_over_http() {
+    let served = Served::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let http_port = served.daemon.listener("http").port();
+    // GRUB asks for its configuration in its prefix, per MAC first; none exist on disk.
+    for name in ["grub/grub.cfg-01-52-54-00-12-34-56", "x86_64/grub.cfg"] {
+        let url = format!("tftp://{}/{name}", served.address());
+        run_client("curl", &["-sS", "-o", "grub.cfg", &url], out.path());
+        let config = std::fs::read_to_string(out.path().join("grub.cfg")).unwrap();
+        assert_eq!(
+            config,
+            format!(
+                "configfile (http,${{net_default_server}}:{http_port})/boot/by-mac/${{net_default_mac}}/grub.cfg\n"
+            ),
+            "{name}"
+        );
+    }
+}
