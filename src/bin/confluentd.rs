@@ -73,7 +73,8 @@ struct Arguments {
     #[arg(long, default_value_t = 90)]
     log_retain_days: u64,
     /// Serve DHCP on an interface: IFACE=full (addresses and boot files), IFACE=proxy (boot
-    /// files only, next to another DHCP server) or IFACE=off. Repeatable.
+    /// files only, next to another DHCP server), IFACE=auto (proxy while another DHCP server
+    /// answers a probe on the segment, full otherwise) or IFACE=off. Repeatable.
     #[arg(long, value_name = "IFACE=MODE")]
     dhcp: Vec<confluent::dhcp::InterfaceMode>,
     /// DHCP lease time in seconds.
@@ -82,6 +83,9 @@ struct Arguments {
     /// A subnet behind a DHCP relay (CIDR), served with its default pool. Repeatable.
     #[arg(long, value_name = "CIDR")]
     dhcp_relayed_subnet: Vec<ipnet::Ipv4Net>,
+    /// Seconds between probes for another DHCP server on IFACE=auto interfaces.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    dhcp_probe_interval: u64,
 }
 
 /// A listen address, or `off`.
@@ -187,6 +191,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         dhcp: arguments.dhcp.clone(),
         dhcp_lease_seconds: arguments.dhcp_lease_time.max(60),
         dhcp_relayed_subnets: arguments.dhcp_relayed_subnet.clone(),
+        dhcp_probe_interval: std::time::Duration::from_secs(arguments.dhcp_probe_interval.max(1)),
     })
     .await?;
     tracing::info!("confluentd ready");

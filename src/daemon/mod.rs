@@ -78,6 +78,8 @@ pub struct DaemonOptions {
     pub dhcp_lease_seconds: u32,
     /// Subnets reached through DHCP relays.
     pub dhcp_relayed_subnets: Vec<ipnet::Ipv4Net>,
+    /// How often auto-mode DHCP interfaces probe for another DHCP server.
+    pub dhcp_probe_interval: Duration,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -209,6 +211,7 @@ impl Daemon {
                 lease_dir: context.paths.lib.join("dhcp"),
                 port: crate::proto::dhcp::SERVER_PORT,
                 pxe_port: crate::proto::dhcp::PXE_SERVER_PORT,
+                probe_interval: options.dhcp_probe_interval,
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
                 exchanges: context.dhcp_exchanges.clone(),
                 short_links: context.boot.short_links.clone(),

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod leases;
 pub mod live;
 pub mod policy;
+pub mod probe;
 pub mod socket;
 
 use std::collections::VecDeque;
@@ -31,6 +32,7 @@ use crate::proto::dhcp::{self as wire, MessageType};
 use leases::{LeaseJournal, Leases};
 use live::LiveDirectory;
 use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
+use probe::Prober;
 pub use socket::DhcpBindError;
 use socket::InterfaceSocket;
 
@@ -79,6 +81,8 @@ pub struct DhcpSettings {
     pub port: u16,
     /// PXE boot server port for proxy mode (4011).
     pub pxe_port: u16,
+    /// How often auto-mode interfaces probe for another DHCP server (also once at start-up).
+    pub probe_interval: Duration,
     /// Subnets behind DHCP relays (not attached to a served interface), served in the mode of
     /// the interface their relayed requests arrive on, with the relay as router.
     pub relayed_subnets: Vec<ipnet::Ipv4Net>,
@@ -94,6 +98,8 @@ pub struct Exchange {
     /// Seconds since the Unix epoch.
     pub time: u64,
     pub interface: String,
+    /// The port the request arrived on: 67, or 4011 (PXE boot server requests in proxy mode).
+    pub server_port: u16,
     pub xid: String,
     pub mac: Option<String>,
     pub message_type: &'static str,
@@ -165,6 +171,17 @@ impl ExchangeLog {
         entries.push_back(exchange);
     }
 
+    /// Record a service event (not an exchange) in the event log, when one is attached.
+    fn record_event(&self, kind: &str, detail: serde_json::Value) {
+        if let Some(events) = &self.events
+            && let Err(error) = events
+                .events
+                .append(crate::eventlog::Event::new(kind.to_string(), detail))
+        {
+            tracing::debug!(error = %error, kind, "dhcp event not recorded in the event log");
+        }
+    }
+
     /// A copy of the recorded exchanges.
     pub fn snapshot(&self) -> Vec<Exchange> {
         self.entries.lock().iter().cloned().collect()
@@ -191,23 +208,92 @@ struct Shared {
     directory: Arc<LiveDirectory>,
     leases: parking_lot::Mutex<LeaseTable>,
     boot: BootSettings,
+    lease_seconds: u32,
     exchanges: Arc<ExchangeLog>,
     short_links: Arc<crate::boot::ShortLinks>,
     counters: Arc<DhcpCounters>,
     in_flight: Arc<Semaphore>,
 }
 
+/// One served interface: its network, its configured mode, and the scope served there now
+/// (replaced when a probe changes an auto interface's mode).
+struct Interface {
+    name: String,
+    server_address: Ipv4Addr,
+    subnet: ipnet::Ipv4Net,
+    /// `full`, `proxy` or `auto` (from `--dhcp`).
+    configured: Mode,
+    /// Auto mode: the prober, and what the last conclusive probe found (the mode chosen and
+    /// the foreign server that answered, if any); `None` until the first probe ends.
+    prober: Option<Prober>,
+    probed: parking_lot::Mutex<Option<(Mode, Option<Ipv4Addr>)>>,
+    /// The port-67 socket (probes are sent from it).
+    socket: Arc<InterfaceSocket>,
+    scope: parking_lot::RwLock<Arc<Scope>>,
+}
+
+impl Interface {
+    /// The mode served now: the configured one, or for auto what the last probe chose.
+    fn effective_mode(&self) -> Mode {
+        match self.configured {
+            Mode::Auto => self
+                .probed
+                .lock()
+                .map_or(Mode::Auto, |(mode, _foreign)| mode),
+            configured => configured,
+        }
+    }
+
+    fn build_scope(&self, lease_seconds: u32) -> Scope {
+        attached_scope(
+            self.effective_mode(),
+            self.server_address,
+            self.subnet,
+            lease_seconds,
+        )
+    }
+
+    fn scope(&self) -> Arc<Scope> {
+        self.scope.read().clone()
+    }
+}
+
+/// The scope of a directly attached subnet: its default pool, no routers of its own.
+fn attached_scope(
+    mode: Mode,
+    server_address: Ipv4Addr,
+    subnet: ipnet::Ipv4Net,
+    lease_seconds: u32,
+) -> Scope {
+    {
+        Scope {
+            mode,
+            server_address,
+            subnet,
+            pool: Pool::default_for(subnet),
+            routers: Vec::new(),
+            dns_servers: Vec::new(),
+            domain_name: None,
+            ntp_servers: Vec::new(),
+            mtu: None,
+            lease_seconds,
+        }
+    }
+}
+
 struct Served {
     socket: Arc<InterfaceSocket>,
-    scope: Arc<Scope>,
-    /// The PXE boot server socket (port 4011) of a proxy-mode interface.
+    interface: Arc<Interface>,
+    /// This is the PXE boot server socket (port 4011).
     pxe_port: bool,
 }
 
 /// The DHCP service: one socket per served interface.
 pub struct DhcpService {
     served: Vec<Served>,
+    interfaces: Vec<Arc<Interface>>,
     shared: Arc<Shared>,
+    probe_interval: Duration,
 }
 
 /// Why the DHCP service could not start.
@@ -231,6 +317,7 @@ impl DhcpService {
         directory: Arc<LiveDirectory>,
     ) -> Result<DhcpService, DhcpStartError> {
         let mut served = Vec::new();
+        let mut interfaces = Vec::new();
         for InterfaceMode { interface, mode } in &settings.interfaces {
             if *mode == Mode::Off {
                 continue;
@@ -241,61 +328,69 @@ impl DhcpService {
             };
             let (server_address, subnet) =
                 socket::interface_address(interface).map_err(bind_error)?;
-            let socket = InterfaceSocket::bind(interface, settings.port).map_err(bind_error)?;
-            let scope = Scope {
-                mode: *mode,
+            let socket =
+                Arc::new(InterfaceSocket::bind(interface, settings.port).map_err(bind_error)?);
+            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1). Bound up
+            // front on every served interface: an auto interface may turn proxy at run time.
+            let pxe_socket =
+                Arc::new(InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?);
+            let scope = attached_scope(*mode, server_address, subnet, settings.lease_seconds);
+            let served_interface = Interface {
+                name: interface.clone(),
                 server_address,
                 subnet,
-                pool: Pool::default_for(subnet),
-                routers: Vec::new(),
-                dns_servers: Vec::new(),
-                domain_name: None,
-                ntp_servers: Vec::new(),
-                mtu: None,
-                lease_seconds: settings.lease_seconds,
+                configured: *mode,
+                prober: (*mode == Mode::Auto).then(Prober::new),
+                probed: parking_lot::Mutex::new(None),
+                socket: socket.clone(),
+                scope: parking_lot::RwLock::new(Arc::new(scope.clone())),
             };
             tracing::info!(
                 interface = %interface,
-                mode = ?mode,
+                mode = mode.name(),
                 server = %server_address,
                 subnet = %subnet,
                 pool = ?scope.pool,
                 "serving DHCP"
             );
-            let scope = Arc::new(scope);
-            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1).
-            if *mode == Mode::Proxy {
-                let pxe_socket =
-                    InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?;
-                served.push(Served {
-                    socket: Arc::new(pxe_socket),
-                    scope: scope.clone(),
-                    pxe_port: true,
-                });
-            }
+            let served_interface = Arc::new(served_interface);
             served.push(Served {
-                socket: Arc::new(socket),
-                scope,
+                socket: pxe_socket,
+                interface: served_interface.clone(),
+                pxe_port: true,
+            });
+            served.push(Served {
+                socket,
+                interface: served_interface.clone(),
                 pxe_port: false,
             });
+            interfaces.push(served_interface);
         }
         let (leases, journal) =
             LeaseJournal::open(&settings.lease_dir, tokio::time::Instant::now())
                 .map_err(DhcpStartError::Leases)?;
-        let mut relay_subnets: Vec<ipnet::Ipv4Net> =
-            served.iter().map(|served| served.scope.subnet).collect();
+        let mut relay_subnets: Vec<ipnet::Ipv4Net> = interfaces
+            .iter()
+            .map(|interface| interface.subnet)
+            .collect();
         relay_subnets.extend(settings.relayed_subnets.iter().copied());
         let shared = Arc::new(Shared {
             relay_subnets,
             directory,
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
             boot: settings.boot,
+            lease_seconds: settings.lease_seconds,
             exchanges: settings.exchanges.clone(),
             short_links: settings.short_links.clone(),
             counters: Arc::new(DhcpCounters::default()),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
-        Ok(DhcpService { served, shared })
+        Ok(DhcpService {
+            served,
+            interfaces,
+            shared,
+            probe_interval: settings.probe_interval,
+        })
     }
 
     /// The exchange log, for the API.
@@ -315,6 +410,13 @@ impl DhcpService {
             let shutdown = shutdown.clone();
             let tracker = tracker.clone();
             loops.spawn(async move { receive_loop(served, shared, tracker, shutdown).await });
+        }
+        for interface in &self.interfaces {
+            if interface.prober.is_some() {
+                let (interface, shared) = (interface.clone(), self.shared.clone());
+                let (shutdown, interval) = (shutdown.clone(), self.probe_interval);
+                loops.spawn(async move { probe_loop(interface, shared, interval, shutdown).await });
+            }
         }
         let mut expiry = tokio::time::interval(Duration::from_secs(60));
         let result = loop {
@@ -346,7 +448,7 @@ impl DhcpService {
                     }
                 }
                 Some(ended) = loops.join_next() => {
-                    // A receive loop only ends on a socket failure.
+                    // A receive loop only ends on a socket failure, a probe loop never.
                     break match ended {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(error)) => Err(error),
@@ -430,6 +532,79 @@ async fn receive_loop(
     }
 }
 
+/// Auto mode: probe the segment now and every `interval`; serve as proxy while another DHCP
+/// server answers, in full mode otherwise. A probe that cannot be sent changes nothing.
+async fn probe_loop(
+    interface: Arc<Interface>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(prober) = &interface.prober else {
+        return Ok(());
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let probed = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            probed = prober.probe(&interface.socket, interface.server_address, probe::PROBE_WAIT) => probed,
+        };
+        match probed {
+            Ok(foreign) => switch_mode(&interface, &shared, foreign),
+            Err(error) => tracing::warn!(
+                interface = %interface.name,
+                error = %error,
+                cause = ?std::error::Error::source(&error),
+                "DHCP probe for another server failed; mode unchanged"
+            ),
+        }
+    }
+}
+
+/// Apply a probe's result to an auto interface: proxy when `foreign` answered, full otherwise.
+/// A change (and the first result) is logged and recorded as a `dhcp.mode` event.
+fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>) {
+    let mode = if foreign.is_some() {
+        Mode::Proxy
+    } else {
+        Mode::Full
+    };
+    let previous = interface.probed.lock().replace((mode, foreign));
+    let previous_mode = previous.map_or(Mode::Auto, |(mode, _)| mode);
+    if previous_mode == mode {
+        return;
+    }
+    *interface.scope.write() = Arc::new(interface.build_scope(shared.lease_seconds));
+    let foreign_text = foreign.map(|server| server.to_string());
+    tracing::info!(
+        interface = %interface.name,
+        mode = mode.name(),
+        previous = previous_mode.name(),
+        foreign_server = foreign_text.as_deref().unwrap_or("-"),
+        "DHCP auto mode: serving {} ({})",
+        mode.name(),
+        match foreign {
+            Some(server) => format!("DHCP server {server} answers on the segment"),
+            None => "no other DHCP server answers on the segment".to_string(),
+        }
+    );
+    shared.exchanges.record_event(
+        "dhcp.mode",
+        serde_json::json!({
+            "interface": interface.name,
+            "configured": "auto",
+            "mode": mode.name(),
+            "previous": previous_mode.name(),
+            "foreign_server": foreign_text,
+        }),
+    );
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -446,6 +621,16 @@ fn handle_datagram(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let interface = &served.socket.interface;
+    let ingress_interface = &served.interface;
+    // BOOTREPLY on the server port: another server answering an auto-mode probe.
+    if datagram.first() == Some(&2) {
+        if let Some(prober) = &ingress_interface.prober
+            && let Ok(reply) = wire::decode_reply(datagram)
+        {
+            prober.answer(&reply, *source.ip(), ingress_interface.server_address);
+        }
+        return;
+    }
     let request = match wire::decode_request(datagram) {
         Ok(request) => request,
         Err(error) => {
@@ -454,12 +639,20 @@ fn handle_datagram(
             return;
         }
     };
+    if ingress_interface
+        .prober
+        .as_ref()
+        .is_some_and(|prober| prober.is_own(&request))
+    {
+        return;
+    }
+    let served_scope = ingress_interface.scope();
     // RFC 2131 section 4.3.1: a relayed client is on the relay's (giaddr's) subnet.
     let relayed_scope;
     let scope: &Scope = if request.giaddr.is_unspecified()
-        || served.scope.subnet.contains(&request.giaddr)
+        || served_scope.subnet.contains(&request.giaddr)
     {
-        &served.scope
+        &served_scope
     } else {
         match shared
             .relay_subnets
@@ -471,7 +664,7 @@ fn handle_datagram(
                     subnet: *subnet,
                     pool: Pool::default_for(*subnet),
                     routers: vec![request.giaddr],
-                    ..(*served.scope).clone()
+                    ..(*served_scope).clone()
                 };
                 &relayed_scope
             }
@@ -535,6 +728,7 @@ fn handle_datagram(
     let exchange = Exchange {
         time: unix_now(),
         interface: interface.clone(),
+        server_port: served.socket.port,
         xid: format!("{:08x}", request.xid),
         mac: request.mac.map(|mac| mac.to_string()),
         message_type: request.message_type.name(),
@@ -600,7 +794,7 @@ fn handle_datagram(
         SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::CLIENT_PORT)
     };
     let socket = served.socket.clone();
-    let source_address = served.scope.server_address;
+    let source_address = served_scope.server_address;
     let counters = shared.counters.clone();
     tracker.spawn(async move {
         let _permit = permit;
@@ -652,6 +846,7 @@ mod tests {
             log.push(Exchange {
                 time: 0,
                 interface: "x".into(),
+                server_port: 67,
                 xid: index.to_string(),
                 mac: None,
                 message_type: "DISCOVER",

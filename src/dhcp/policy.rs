@@ -34,6 +34,21 @@ pub enum Mode {
     Proxy,
     /// Not served.
     Off,
+    /// Proxy when another DHCP server answers on the segment, full otherwise: an interface
+    /// setting the service resolves by probing. A scope still in this mode (before the first
+    /// probe has ended) answers nothing.
+    Auto,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Proxy => "proxy",
+            Mode::Off => "off",
+            Mode::Auto => "auto",
+        }
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -43,8 +58,9 @@ impl std::str::FromStr for Mode {
             "full" => Ok(Mode::Full),
             "proxy" => Ok(Mode::Proxy),
             "off" => Ok(Mode::Off),
+            "auto" => Ok(Mode::Auto),
             other => Err(format!(
-                "unknown DHCP mode '{other}' (want full, proxy or off)"
+                "unknown DHCP mode '{other}' (want full, proxy, auto or off)"
             )),
         }
     }
@@ -205,6 +221,10 @@ pub struct ShortLink {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     ModeOff,
+    /// Auto mode before the first probe for another DHCP server has ended.
+    AutoProbing,
+    /// A request on the PXE boot server port of an interface not in proxy mode.
+    PxePortNotProxy,
     NotEthernet,
     NotAClientMessage(MessageType),
     /// A node with a pending profile gets its boot chain.
@@ -245,6 +265,8 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::ModeOff => "mode_off",
+            Reason::AutoProbing => "auto_probing",
+            Reason::PxePortNotProxy => "pxe_port_not_proxy",
             Reason::NotEthernet => "not_ethernet",
             Reason::NotAClientMessage(_) => "not_a_client_message",
             Reason::BootChain { .. } => "boot_chain",
@@ -272,6 +294,14 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::ModeOff => write!(formatter, "DHCP is off on this interface"),
+            Reason::AutoProbing => write!(
+                formatter,
+                "auto mode: still probing the segment for another DHCP server"
+            ),
+            Reason::PxePortNotProxy => write!(
+                formatter,
+                "boot server request on port 4011 of an interface not in proxy mode"
+            ),
             Reason::NotEthernet => write!(formatter, "client hardware address is not Ethernet"),
             Reason::NotAClientMessage(kind) => {
                 write!(formatter, "{} is not sent by clients", kind.name())
@@ -640,8 +670,13 @@ pub fn reply(
     request: &DhcpRequest,
 ) -> Decision {
     let scope = ingress.scope;
-    if scope.mode == Mode::Off {
-        return Decision::silent(Reason::ModeOff, None);
+    match scope.mode {
+        Mode::Off => return Decision::silent(Reason::ModeOff, None),
+        Mode::Auto => return Decision::silent(Reason::AutoProbing, None),
+        Mode::Full if ingress.pxe_port => {
+            return Decision::silent(Reason::PxePortNotProxy, None);
+        }
+        Mode::Full | Mode::Proxy => {}
     }
     let Some(mac) = request.mac else {
         return Decision::silent(Reason::NotEthernet, None);
