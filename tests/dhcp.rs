@@ -672,6 +672,136 @@ fn relayed_client_gets_an_address_on_its_own_subnet() {
     lab.set_client_mac("52:54:00:64:01:99");
     let lease = udhcpc(&lab, dir.path(), "pool", &[]);
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.128"));
+    // A subnet object for the relayed subnet: its pool and router, without a restart.
+    confluent(
+        &daemon,
+        &[
+            "dhcpsubnet",
+            "set",
+            "10.64.1.0/24",
+            "pools=10.64.1.60-10.64.1.69",
+            "routers=10.64.1.254",
+        ],
+    );
+    let lease = udhcpc_until(&lab, dir.path(), 0x64, |lease| {
+        lease
+            .get("ip")
+            .is_some_and(|ip| ip.starts_with("10.64.1.6"))
+    });
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.64.1.254"));
+    daemon.stop();
+}
+
+/// Run udhcpc with fresh MACs (`52:54:00:<tag>:f0:NN`) until a lease satisfies `wanted`: a
+/// configuration change reaches the service through a watcher, shortly after the commit.
+fn udhcpc_until(
+    lab: &Lab,
+    dir: &Path,
+    tag: u8,
+    wanted: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) -> std::collections::HashMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for attempt in 0u8.. {
+        lab.set_client_mac(&format!("52:54:00:{tag:02x}:f0:{attempt:02x}"));
+        let lease = udhcpc(lab, dir, &format!("until{attempt}"), &[]);
+        if wanted(&lease) {
+            return lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no wanted lease; last: {lease:?}"
+        );
+    }
+    unreachable!()
+}
+
+fn confluent_output(daemon: &DaemonProcess, arguments: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args(arguments)
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .expect("run confluent");
+    assert!(
+        output.status.success(),
+        "confluent {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn subnet_object_set_through_the_cli_applies_without_restart_and_survives_one() {
+    let lab = Lab::new("10.70.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let daemon = lab.start_daemon(&state);
+    // No object: the default pool (upper half), no router.
+    lab.set_client_mac("52:54:00:70:00:01");
+    let lease = udhcpc(&lab, dir.path(), "default", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.70.0.128"));
+    assert_eq!(lease.get("router"), None);
+    let set = confluent_output(
+        &daemon,
+        &[
+            "dhcpsubnet",
+            "set",
+            "10.70.0.0/24",
+            "pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69",
+            "routers=10.70.0.254",
+            "dns_servers=10.70.0.53",
+            "lease_time=600",
+        ],
+    );
+    assert_eq!(
+        set.trim(),
+        "10.70.0.0/24: dns_servers=10.70.0.53 lease_time=600 pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69 routers=10.70.0.254"
+    );
+    let lease = udhcpc_until(&lab, dir.path(), 0x70, |lease| {
+        lease.get("ip").is_some_and(|ip| ip == "10.70.0.40")
+    });
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.70.0.254"));
+    assert_eq!(lease.get("dns").map(String::as_str), Some("10.70.0.53"));
+    assert_eq!(lease.get("lease").map(String::as_str), Some("600"));
+    // Invalid objects are refused with the reason.
+    let refused = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args([
+            "dhcpsubnet",
+            "set",
+            "10.70.0.0/24",
+            "pools=10.71.0.1-10.71.0.9",
+        ])
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("invalid pool range '10.71.0.1-10.71.0.9'"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Durable: after a SIGKILL the object is still there and still served.
+    daemon.kill();
+    let daemon = lab.start_daemon(&state);
+    assert!(confluent_output(&daemon, &["dhcpsubnet", "list"]).contains("routers=10.70.0.254"));
+    lab.set_client_mac("52:54:00:70:00:02");
+    let lease = udhcpc(&lab, dir.path(), "after-restart", &[]);
+    let ip = lease.get("ip").cloned().unwrap_or_default();
+    assert!(
+        ip == "10.70.0.41" || ip.starts_with("10.70.0.6"),
+        "{lease:?}"
+    );
+    // Removed: back to the default pool.
+    assert_eq!(
+        confluent_output(&daemon, &["dhcpsubnet", "remove", "10.70.0.0/24"]).trim(),
+        "10.70.0.0/24: removed"
+    );
+    let lease = udhcpc_until(&lab, dir.path(), 0x71, |lease| {
+        lease
+            .get("ip")
+            .is_some_and(|ip| ip.starts_with("10.70.0.1"))
+    });
+    assert_eq!(lease.get("router"), None);
     daemon.stop();
 }
 

@@ -7,6 +7,7 @@ pub mod client;
 pub mod collate;
 pub mod confetty;
 pub mod dbutil;
+pub mod dhcp;
 pub mod events;
 pub mod nodes;
 pub mod output;
@@ -20,6 +21,7 @@ pub const COMMANDS: &[&str] = &[
     "collate",
     "confetty",
     "confluentdbutil",
+    "dhcpsubnet",
     "nodeattrib",
     "nodeboottimeline",
     "nodedefine",
@@ -59,6 +61,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match command.as_str() {
         "install-links" => install_links(&rest),
         "events" => events::events(&tail),
+        "dhcpsubnet" => dhcp::main(&tail),
         "nodeboottimeline" => events::boot_timeline(&tail),
         "nodeattrib" => nodes::attrib(&tail, false),
         "nodegroupattrib" => nodes::attrib(&tail, true),

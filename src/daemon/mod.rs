@@ -215,6 +215,7 @@ impl Daemon {
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
                 exchanges: context.dhcp_exchanges.clone(),
                 short_links: context.boot.short_links.clone(),
+                config: context.config.clone(),
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.boot.directory.clone())
                 .context("failed to start the DHCP service")?;

@@ -14,6 +14,7 @@ pub mod live;
 pub mod policy;
 pub mod probe;
 pub mod socket;
+pub mod subnets;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -35,6 +36,7 @@ use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
 use probe::Prober;
 pub use socket::DhcpBindError;
 use socket::InterfaceSocket;
+use subnets::Subnets;
 
 /// Most requests being handled at once (waiting for the lease journal); more are dropped and
 /// counted, as a client retransmits anyway.
@@ -70,7 +72,7 @@ impl std::str::FromStr for InterfaceMode {
 }
 
 /// Service settings from the daemon.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DhcpSettings {
     pub interfaces: Vec<InterfaceMode>,
     pub boot: BootSettings,
@@ -90,6 +92,8 @@ pub struct DhcpSettings {
     pub exchanges: Arc<ExchangeLog>,
     /// Where short boot URLs are registered for the HTTP boot routes to resolve.
     pub short_links: Arc<crate::boot::ShortLinks>,
+    /// The configuration holding the subnet objects ([`subnets`]), watched for changes.
+    pub config: Arc<crate::config::ConfigEngine>,
 }
 
 /// One recorded exchange: what came in, what was decided and why.
@@ -203,8 +207,10 @@ struct LeaseTable {
 
 /// State shared by every interface loop.
 struct Shared {
-    /// Every directly served subnet and every configured relayed subnet.
+    /// Every directly served subnet and every `--dhcp-relayed-subnet`.
     relay_subnets: Vec<ipnet::Ipv4Net>,
+    /// The subnet objects, replaced when the configuration changes.
+    subnets: parking_lot::RwLock<Arc<Subnets>>,
     directory: Arc<LiveDirectory>,
     leases: parking_lot::Mutex<LeaseTable>,
     boot: BootSettings,
@@ -244,13 +250,18 @@ impl Interface {
         }
     }
 
-    fn build_scope(&self, lease_seconds: u32) -> Scope {
-        attached_scope(
+    /// The scope served here: the attached subnet's defaults, then its subnet object.
+    fn build_scope(&self, subnets: &Subnets, lease_seconds: u32) -> Scope {
+        let mut scope = attached_scope(
             self.effective_mode(),
             self.server_address,
             self.subnet,
             lease_seconds,
-        )
+        );
+        if let Some(subnet) = subnets.get(self.subnet) {
+            subnet.apply_to(&mut scope);
+        }
+        scope
     }
 
     fn scope(&self) -> Arc<Scope> {
@@ -270,7 +281,7 @@ fn attached_scope(
             mode,
             server_address,
             subnet,
-            pool: Pool::default_for(subnet),
+            pools: Pool::default_for(subnet).into_iter().collect(),
             routers: Vec::new(),
             dns_servers: Vec::new(),
             domain_name: None,
@@ -294,6 +305,8 @@ pub struct DhcpService {
     interfaces: Vec<Arc<Interface>>,
     shared: Arc<Shared>,
     probe_interval: Duration,
+    config: Arc<crate::config::ConfigEngine>,
+    subnet_changes: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::config::watch::ChangeSet>>,
 }
 
 /// Why the DHCP service could not start.
@@ -316,6 +329,12 @@ impl DhcpService {
         settings: DhcpSettings,
         directory: Arc<LiveDirectory>,
     ) -> Result<DhcpService, DhcpStartError> {
+        // Watch first, then read: no change between the two is missed.
+        let subnet_changes = settings.config.watch(crate::config::watch::WatchFilter {
+            globals: vec![format!("{}*", subnets::GLOBAL_PREFIX)],
+            ..crate::config::watch::WatchFilter::default()
+        });
+        let subnets = Arc::new(read_subnets(&settings.config));
         let mut served = Vec::new();
         let mut interfaces = Vec::new();
         for InterfaceMode { interface, mode } in &settings.interfaces {
@@ -334,7 +353,6 @@ impl DhcpService {
             // front on every served interface: an auto interface may turn proxy at run time.
             let pxe_socket =
                 Arc::new(InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?);
-            let scope = attached_scope(*mode, server_address, subnet, settings.lease_seconds);
             let served_interface = Interface {
                 name: interface.clone(),
                 server_address,
@@ -343,14 +361,22 @@ impl DhcpService {
                 prober: (*mode == Mode::Auto).then(Prober::new),
                 probed: parking_lot::Mutex::new(None),
                 socket: socket.clone(),
-                scope: parking_lot::RwLock::new(Arc::new(scope.clone())),
+                scope: parking_lot::RwLock::new(Arc::new(attached_scope(
+                    *mode,
+                    server_address,
+                    subnet,
+                    settings.lease_seconds,
+                ))),
             };
+            let scope = served_interface.build_scope(&subnets, settings.lease_seconds);
+            *served_interface.scope.write() = Arc::new(scope.clone());
             tracing::info!(
                 interface = %interface,
                 mode = mode.name(),
                 server = %server_address,
                 subnet = %subnet,
-                pool = ?scope.pool,
+                mode_served = scope.mode.name(),
+                pools = ?scope.pools,
                 "serving DHCP"
             );
             let served_interface = Arc::new(served_interface);
@@ -376,6 +402,7 @@ impl DhcpService {
         relay_subnets.extend(settings.relayed_subnets.iter().copied());
         let shared = Arc::new(Shared {
             relay_subnets,
+            subnets: parking_lot::RwLock::new(subnets),
             directory,
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
             boot: settings.boot,
@@ -390,6 +417,8 @@ impl DhcpService {
             interfaces,
             shared,
             probe_interval: settings.probe_interval,
+            config: settings.config,
+            subnet_changes,
         })
     }
 
@@ -422,6 +451,16 @@ impl DhcpService {
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                Some(_changes) = self.subnet_changes.recv() => {
+                    // Subnet objects changed: rebuild every scope; the next packet uses them.
+                    let subnets = Arc::new(read_subnets(&self.config));
+                    *self.shared.subnets.write() = subnets.clone();
+                    for interface in &self.interfaces {
+                        let scope = interface.build_scope(&subnets, self.shared.lease_seconds);
+                        *interface.scope.write() = Arc::new(scope);
+                    }
+                    tracing::info!(subnets = subnets.iter().count(), "DHCP subnet objects applied");
+                }
                 _ = expiry.tick() => {
                     let now = tokio::time::Instant::now();
                     let compaction = {
@@ -579,7 +618,8 @@ fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>
     if previous_mode == mode {
         return;
     }
-    *interface.scope.write() = Arc::new(interface.build_scope(shared.lease_seconds));
+    let subnets = shared.subnets.read().clone();
+    *interface.scope.write() = Arc::new(interface.build_scope(&subnets, shared.lease_seconds));
     let foreign_text = foreign.map(|server| server.to_string());
     tracing::info!(
         interface = %interface.name,
@@ -603,6 +643,15 @@ fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>
             "foreign_server": foreign_text,
         }),
     );
+}
+
+/// The valid subnet objects of the configuration; invalid ones are logged and skipped.
+fn read_subnets(config: &crate::config::ConfigEngine) -> Subnets {
+    let (subnets, invalid) = config.read(Subnets::from_store);
+    for (key, error) in invalid {
+        tracing::warn!(key, error = %error, cause = ?std::error::Error::source(&error), "ignoring an invalid DHCP subnet object");
+    }
+    subnets
 }
 
 fn unix_now() -> u64 {
@@ -654,18 +703,34 @@ fn handle_datagram(
     {
         &served_scope
     } else {
-        match shared
-            .relay_subnets
-            .iter()
-            .find(|subnet| subnet.contains(&request.giaddr))
-        {
+        let subnets = shared.subnets.read().clone();
+        let object = subnets.containing(request.giaddr);
+        let subnet = object.map(|object| object.object.subnet).or_else(|| {
+            shared
+                .relay_subnets
+                .iter()
+                .copied()
+                .find(|subnet| subnet.contains(&request.giaddr))
+        });
+        match subnet {
             Some(subnet) => {
-                relayed_scope = Scope {
-                    subnet: *subnet,
-                    pool: Pool::default_for(*subnet),
+                // Served in the ingress interface's mode, with the relay as router, unless
+                // the subnet's object says otherwise.
+                let mut scope = Scope {
+                    subnet,
+                    pools: Pool::default_for(subnet).into_iter().collect(),
                     routers: vec![request.giaddr],
+                    dns_servers: Vec::new(),
+                    domain_name: None,
+                    ntp_servers: Vec::new(),
+                    mtu: None,
+                    lease_seconds: shared.lease_seconds,
                     ..(*served_scope).clone()
                 };
+                if let Some(object) = object {
+                    object.apply_to(&mut scope);
+                }
+                relayed_scope = scope;
                 &relayed_scope
             }
             None => {

@@ -102,7 +102,8 @@ pub struct Scope {
     /// Our address on this network: the server identifier and the boot server.
     pub server_address: Ipv4Addr,
     pub subnet: Ipv4Net,
-    pub pool: Option<Pool>,
+    /// Dynamic address ranges, in allocation order (none: reservations only).
+    pub pools: Vec<Pool>,
     pub routers: Vec<Ipv4Addr>,
     pub dns_servers: Vec<Ipv4Addr>,
     pub domain_name: Option<String>,
@@ -576,11 +577,11 @@ fn address_for(
             return Ok((address, true));
         }
     }
-    let Some(pool) = scope.pool else {
+    if scope.pools.is_empty() {
         return Err(Reason::NoPool);
-    };
+    }
     let usable = |address: Ipv4Addr| {
-        pool.contains(address)
+        scope.pools.iter().any(|pool| pool.contains(address))
             && address != scope.server_address
             && directory.reserved_for(address).is_none()
     };
@@ -595,12 +596,27 @@ fn address_for(
     {
         return Ok((address, false));
     }
-    let (first, last) = (u32::from(pool.first), u32::from(pool.last));
-    let start = leases
-        .allocation_hint()
-        .filter(|hint| pool.contains(*hint))
-        .map_or(first, u32::from);
+    // From the hint to the end of its range, the following ranges, then the ranges before it
+    // and the start of the hint's range (wrapping around).
+    let hint = leases.allocation_hint();
+    let (hinted, start) = hint
+        .and_then(|hint| {
+            scope
+                .pools
+                .iter()
+                .position(|pool| pool.contains(hint))
+                .map(|index| (index, u32::from(hint)))
+        })
+        .unwrap_or((0, u32::from(scope.pools[0].first)));
+    let count = scope.pools.len();
+    let hinted_pool = scope.pools[hinted];
+    let (first, last) = (u32::from(hinted_pool.first), u32::from(hinted_pool.last));
+    let others = (1..count).flat_map(|offset| {
+        let pool = scope.pools[(hinted + offset) % count];
+        u32::from(pool.first)..=u32::from(pool.last)
+    });
     (start..=last)
+        .chain(others)
         .chain(first..start)
         .map(Ipv4Addr::from)
         .find(|address| usable(*address) && leases.holder_of(*address).is_none())
@@ -936,7 +952,7 @@ mod tests {
             mode,
             server_address: SERVER,
             subnet,
-            pool: Pool::default_for(subnet),
+            pools: Pool::default_for(subnet).into_iter().collect(),
             routers: vec![Ipv4Addr::new(10, 77, 0, 254)],
             dns_servers: vec![SERVER],
             domain_name: Some("cluster.example".into()),
@@ -1330,7 +1346,7 @@ mod tests {
         assert_eq!(decision.action, Action::NoResponse);
 
         let mut scope = scope(Mode::Full);
-        scope.pool = None;
+        scope.pools.clear();
         let boot = BootSettings::default();
         let ingress = Ingress {
             scope: &scope,
@@ -1619,7 +1635,7 @@ mod tests {
     fn reservation_on_another_subnet_falls_back_to_the_pool() {
         let mut scope = scope(Mode::Full);
         scope.subnet = "10.99.0.0/24".parse().unwrap();
-        scope.pool = Pool::default_for(scope.subnet);
+        scope.pools = Pool::default_for(scope.subnet).into_iter().collect();
         scope.server_address = Ipv4Addr::new(10, 99, 0, 1);
         let boot = BootSettings::default();
         let ingress = Ingress {

@@ -118,6 +118,7 @@ fn watch(context: &Context, request: &Value) -> Result<(WatchFilter, Value), Api
         nodes: Some(nodes.into_iter().collect::<HashSet<_>>()),
         attributes: attributes.clone(),
         collection: true,
+        globals: Vec::new(),
     };
     Ok((
         filter,
