@@ -858,8 +858,27 @@ fn handle_datagram(
     } else {
         SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::CLIENT_PORT)
     };
-    let socket = served.socket.clone();
     let source_address = served_scope.server_address;
+    // Nothing to wait for (OFFERs, proxy replies, NAKs): send from the receive loop instead of
+    // spawning a task per reply; only a full socket buffer falls back to the task.
+    if durable.is_none() {
+        match served
+            .socket
+            .try_send(&payload, destination, source_address)
+        {
+            Ok(()) => return,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => {
+                shared
+                    .counters
+                    .reply_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, destination = %destination, "DHCP reply not sent");
+                return;
+            }
+        }
+    }
+    let socket = served.socket.clone();
     let counters = shared.counters.clone();
     tracker.spawn(async move {
         let _permit = permit;
