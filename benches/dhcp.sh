@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DHCP benchmark (issue 6): perfdhcp (Kea's load generator, package kea-admin) against
-# confluentd --dhcp and against kea-dhcp4 (memfile), same subnet and pool, same run.
+# confluentd --dhcp, kea-dhcp4 (memfile) and dnsmasq, same subnet and pool, same run.
 #
 # Usage (root): benches/dhcp.sh [CONFLUENTD]     (default: $CARGO_TARGET_DIR or target, release)
 #   RATES="4000 8000 12000" SECONDS_PER_RUN=10 CLIENTS=30000 NODES=0 benches/dhcp.sh
@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "benches/dhcp.sh: run as root (namespaces, port 67)" >&2; exit 1; }
-for tool in perfdhcp kea-dhcp4 ip; do
-    command -v "$tool" >/dev/null || { echo "benches/dhcp.sh: missing $tool (apt-get install -y kea-admin kea-dhcp4-server iproute2)" >&2; exit 1; }
+for tool in perfdhcp kea-dhcp4 dnsmasq ip; do
+    command -v "$tool" >/dev/null || { echo "benches/dhcp.sh: missing $tool (apt-get install -y kea-admin kea-dhcp4-server dnsmasq-base iproute2)" >&2; exit 1; }
 done
 target=${CARGO_TARGET_DIR:-target}
 confluentd=${1:-$target/release/confluentd}
@@ -123,3 +123,14 @@ ip netns exec "$srv" env KEA_PIDFILE_DIR="$work/kea" KEA_LOCKFILE_DIR="$work/kea
 server_pid=$!
 sleep 2
 measure "kea-dhcp4 2.2 (memfile)" kea
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+
+# --- dnsmasq: same subnet and pool, no ping check, a lease limit above the pool, leases on disk ---
+mkdir -p "$work/dnsmasq"
+ip netns exec "$srv" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --bind-interfaces \
+    --interface="$sif" --dhcp-range=10.90.128.0,10.90.255.254,255.255.0.0,1h --no-ping \
+    --dhcp-lease-max=200000 --dhcp-leasefile="$work/dnsmasq/leases" \
+    --pid-file="$work/dnsmasq/pid" >"$work/dnsmasq/stdout.log" 2>&1 &
+server_pid=$!
+sleep 2
+measure "dnsmasq $(dnsmasq --version | awk 'NR == 1 {print $3}')" dnsmasq

@@ -17,6 +17,12 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/networking/", "retrieve", "AO--"),
     ("/networking/dhcp/", "retrieve", "AO--"),
     ("/networking/dhcp/exchanges", "retrieve", "AO--"),
+    // DHCP subnets and pools: read like any configuration, changed by administrators.
+    ("/networking/dhcp/subnets/", "retrieve", "AO--"),
+    ("/networking/dhcp/subnets/", "create", "A---"),
+    ("/networking/dhcp/subnets/{subnet}", "retrieve", "AO--"),
+    ("/networking/dhcp/subnets/{subnet}", "update", "A---"),
+    ("/networking/dhcp/subnets/{subnet}", "delete", "A---"),
     ("/nodes/", "retrieve", "AOM-"),
     ("/nodes/", "create", "AO--"),
     ("/nodes/{node}/", "retrieve", "AO--"),
@@ -89,6 +95,7 @@ fn example(route: &str) -> String {
         .replace("{group}", "g1")
         .replace("{usergroup}", "ug1")
         .replace("{user}", "u1")
+        .replace("{subnet}", "10.0.0.0_24")
         .replace("{log}", "audit")
 }
 

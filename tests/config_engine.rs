@@ -176,6 +176,7 @@ fn expressions_follow_their_references_names_and_groups() {
         nodes: None,
         attributes: vec!["net.*".into(), "hardwaremanagement.manager".into()],
         collection: true,
+        globals: Vec::new(),
     });
     set_nodes(&engine, &["r3n5"], &[set("location.rack", "8")]);
     assert_eq!(
@@ -630,6 +631,7 @@ fn watchers_hear_group_settings_that_no_node_inherits_yet() {
         nodes: None,
         attributes: vec!["discovery.*".into()],
         collection: false,
+        globals: Vec::new(),
     });
     engine
         .commit_blocking(|store, key| {

@@ -132,12 +132,33 @@ impl Lab {
     }
 
     fn start_daemon(&self, state_dir: &Path) -> DaemonProcess {
-        let dhcp = format!("{}=full", self.server_interface);
+        self.start_daemon_in_mode(state_dir, "full", &[])
+    }
+
+    fn start_daemon_in_mode(&self, state_dir: &Path, mode: &str, extra: &[&str]) -> DaemonProcess {
+        let dhcp = format!("{}={mode}", self.server_interface);
+        let mut arguments = vec!["--dhcp", &dhcp];
+        arguments.extend_from_slice(extra);
         DaemonProcess::start_wrapped(
             state_dir,
             &["ip", "netns", "exec", &self.server],
-            &["--dhcp", &dhcp],
+            &arguments,
         )
+    }
+
+    fn add_client_address(&self, address: &str) {
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "addr",
+                "add",
+                address,
+                "dev",
+                &self.client_interface,
+            ],
+        );
     }
 
     fn in_client(&self, program: &str) -> Command {
@@ -651,6 +672,136 @@ fn relayed_client_gets_an_address_on_its_own_subnet() {
     lab.set_client_mac("52:54:00:64:01:99");
     let lease = udhcpc(&lab, dir.path(), "pool", &[]);
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.128"));
+    // A subnet object for the relayed subnet: its pool and router, without a restart.
+    confluent(
+        &daemon,
+        &[
+            "dhcpsubnet",
+            "set",
+            "10.64.1.0/24",
+            "pools=10.64.1.60-10.64.1.69",
+            "routers=10.64.1.254",
+        ],
+    );
+    let lease = udhcpc_until(&lab, dir.path(), 0x64, |lease| {
+        lease
+            .get("ip")
+            .is_some_and(|ip| ip.starts_with("10.64.1.6"))
+    });
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.64.1.254"));
+    daemon.stop();
+}
+
+/// Run udhcpc with fresh MACs (`52:54:00:<tag>:f0:NN`) until a lease satisfies `wanted`: a
+/// configuration change reaches the service through a watcher, shortly after the commit.
+fn udhcpc_until(
+    lab: &Lab,
+    dir: &Path,
+    tag: u8,
+    wanted: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+) -> std::collections::HashMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for attempt in 0u8.. {
+        lab.set_client_mac(&format!("52:54:00:{tag:02x}:f0:{attempt:02x}"));
+        let lease = udhcpc(lab, dir, &format!("until{attempt}"), &[]);
+        if wanted(&lease) {
+            return lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no wanted lease; last: {lease:?}"
+        );
+    }
+    unreachable!()
+}
+
+fn confluent_output(daemon: &DaemonProcess, arguments: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args(arguments)
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .expect("run confluent");
+    assert!(
+        output.status.success(),
+        "confluent {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn subnet_object_set_through_the_cli_applies_without_restart_and_survives_one() {
+    let lab = Lab::new("10.70.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let daemon = lab.start_daemon(&state);
+    // No object: the default pool (upper half), no router.
+    lab.set_client_mac("52:54:00:70:00:01");
+    let lease = udhcpc(&lab, dir.path(), "default", &[]);
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.70.0.128"));
+    assert_eq!(lease.get("router"), None);
+    let set = confluent_output(
+        &daemon,
+        &[
+            "dhcpsubnet",
+            "set",
+            "10.70.0.0/24",
+            "pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69",
+            "routers=10.70.0.254",
+            "dns_servers=10.70.0.53",
+            "lease_time=600",
+        ],
+    );
+    assert_eq!(
+        set.trim(),
+        "10.70.0.0/24: dns_servers=10.70.0.53 lease_time=600 pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69 routers=10.70.0.254"
+    );
+    let lease = udhcpc_until(&lab, dir.path(), 0x70, |lease| {
+        lease.get("ip").is_some_and(|ip| ip == "10.70.0.40")
+    });
+    assert_eq!(lease.get("router").map(String::as_str), Some("10.70.0.254"));
+    assert_eq!(lease.get("dns").map(String::as_str), Some("10.70.0.53"));
+    assert_eq!(lease.get("lease").map(String::as_str), Some("600"));
+    // Invalid objects are refused with the reason.
+    let refused = Command::new(env!("CARGO_BIN_EXE_confluent"))
+        .args([
+            "dhcpsubnet",
+            "set",
+            "10.70.0.0/24",
+            "pools=10.71.0.1-10.71.0.9",
+        ])
+        .env("CONFLUENT_HOST", daemon.socket())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("invalid pool range '10.71.0.1-10.71.0.9'"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Durable: after a SIGKILL the object is still there and still served.
+    daemon.kill();
+    let daemon = lab.start_daemon(&state);
+    assert!(confluent_output(&daemon, &["dhcpsubnet", "list"]).contains("routers=10.70.0.254"));
+    lab.set_client_mac("52:54:00:70:00:02");
+    let lease = udhcpc(&lab, dir.path(), "after-restart", &[]);
+    let ip = lease.get("ip").cloned().unwrap_or_default();
+    assert!(
+        ip == "10.70.0.41" || ip.starts_with("10.70.0.6"),
+        "{lease:?}"
+    );
+    // Removed: back to the default pool.
+    assert_eq!(
+        confluent_output(&daemon, &["dhcpsubnet", "remove", "10.70.0.0/24"]).trim(),
+        "10.70.0.0/24: removed"
+    );
+    let lease = udhcpc_until(&lab, dir.path(), 0x71, |lease| {
+        lease
+            .get("ip")
+            .is_some_and(|ip| ip.starts_with("10.70.0.1"))
+    });
+    assert_eq!(lease.get("router"), None);
     daemon.stop();
 }
 
@@ -791,8 +942,14 @@ fn qemu_ovmf_native_uefi_pxe_gets_ipxe_efi() {
     );
 }
 
-#[test]
-fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
+/// One segment with a site DHCP server (dnsmasq, 10.67.0.2, pool .100-.150) in its own
+/// namespace, our daemon on a bridge in another (`--dhcp <bridge>=MODE`), and a QEMU machine
+/// (BIOS, iPXE ROM) on a tap of that bridge booting a node with a pending profile. Waits until
+/// the machine got its address from dnsmasq and its boot file from us; returns the exchanges.
+fn boot_next_to_dnsmasq(
+    mode: &str,
+    check: impl Fn(&DaemonProcess) -> bool,
+) -> Vec<serde_json::Value> {
     require_lab_tools();
     require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu");
     require("dnsmasq", "dnsmasq-base");
@@ -843,33 +1000,11 @@ fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
         &["-n", &site, "addr", "add", "10.67.0.2/24", "dev", &site_if],
     );
     let dir = tempfile::tempdir().unwrap();
-    let interface = format!("--interface={site_if}");
-    let leases = format!(
-        "--dhcp-leasefile={}",
-        dir.path().join("dnsmasq.leases").display()
-    );
-    let pid = format!("--pid-file={}", dir.path().join("dnsmasq.pid").display());
-    let dnsmasq = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &site,
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-        ])
-        .args(["--port=0", "--bind-interfaces", &interface, &leases, &pid])
-        .args([
-            "--dhcp-range=10.67.0.100,10.67.0.150,255.255.255.0,1h",
-            "--no-ping",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run dnsmasq");
-    let _dnsmasq = KillOnDrop(dnsmasq);
+    let _dnsmasq = dnsmasq(&site, &site_if, dir.path(), "10.67.0.100,10.67.0.150");
+    // The bridge forwards only once its ports leave the learning state.
+    std::thread::sleep(Duration::from_millis(500));
 
-    let dhcp = format!("{bridge}=proxy");
+    let dhcp = format!("{bridge}={mode}");
     let daemon = DaemonProcess::start_wrapped(
         &dir.path().join("state"),
         &["ip", "netns", "exec", &server],
@@ -903,18 +1038,7 @@ fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
     );
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let messages = daemon
-            .client()
-            .request(
-                "retrieve",
-                "/networking/dhcp/exchanges",
-                serde_json::json!({}),
-            )
-            .expect("retrieve exchanges");
-        let exchanges: Vec<&serde_json::Value> = messages
-            .iter()
-            .filter_map(|message| message.get("exchange"))
-            .collect();
+        let exchanges = exchanges(&daemon);
         let offered = exchanges.iter().any(|exchange| {
             exchange["reply"] == "OFFER"
                 && exchange["node"] == "px1"
@@ -929,8 +1053,9 @@ fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
         let site_lease = std::fs::read_to_string(dir.path().join("dnsmasq.leases"))
             .unwrap_or_default()
             .contains("52:54:00:67:00:01");
-        if offered && left_alone && site_lease {
-            break;
+        if offered && left_alone && site_lease && check(&daemon) {
+            daemon.stop();
+            return exchanges;
         }
         assert!(
             Instant::now() < deadline,
@@ -938,5 +1063,297 @@ fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// dnsmasq as a site DHCP server on `interface` in `namespace` (leases under `dir`).
+fn dnsmasq(namespace: &str, interface: &str, dir: &Path, range: &str) -> KillOnDrop {
+    let interface = format!("--interface={interface}");
+    let leases = format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display());
+    let pid = format!("--pid-file={}", dir.join("dnsmasq.pid").display());
+    let range = format!("--dhcp-range={range},255.255.255.0,1h");
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            namespace,
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+        ])
+        .args(["--port=0", "--bind-interfaces", &interface, &leases, &pid])
+        .args([range.as_str(), "--no-ping"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run dnsmasq");
+    KillOnDrop(child)
+}
+
+fn exchanges(daemon: &DaemonProcess) -> Vec<serde_json::Value> {
+    daemon
+        .client()
+        .request(
+            "retrieve",
+            "/networking/dhcp/exchanges",
+            serde_json::json!({}),
+        )
+        .expect("retrieve exchanges")
+        .into_iter()
+        .filter_map(|mut message| message.get_mut("exchange").map(serde_json::Value::take))
+        .collect()
+}
+
+/// The `dhcp.mode` events recorded so far, oldest first.
+fn mode_events(daemon: &DaemonProcess) -> Vec<serde_json::Value> {
+    daemon
+        .client()
+        .request(
+            "retrieve",
+            "/events/log",
+            serde_json::json!({"types": "dhcp.mode", "order": "oldest"}),
+        )
+        .expect("query the event log")
+        .into_iter()
+        .filter_map(|mut message| message.get_mut("event").map(serde_json::Value::take))
+        .collect()
+}
+
+#[test]
+fn proxy_mode_next_to_dnsmasq_gives_the_boot_file_and_dnsmasq_the_address() {
+    // iPXE's ROM takes the boot file from the proxyDHCP OFFER and sends no boot server
+    // REQUEST to port 4011; `pxe_boot_server_request_on_port_4011_...` covers that port.
+    let exchanges = boot_next_to_dnsmasq("proxy", |_| true);
+    assert!(
+        exchanges
+            .iter()
+            .all(|exchange| exchange["reason_code"] != "auto_probing"),
+        "{exchanges:?}"
+    );
+}
+
+#[test]
+fn auto_mode_serves_as_proxy_when_dnsmasq_serves_the_segment() {
+    boot_next_to_dnsmasq("auto", |daemon| {
+        let events = mode_events(daemon);
+        let first = events.first().expect("a dhcp.mode event");
+        assert_eq!(first["detail"]["mode"], "proxy", "{events:?}");
+        assert_eq!(first["detail"]["foreign_server"], "10.67.0.2", "{events:?}");
+        true
+    });
+}
+
+/// What a PXE boot server answered.
+#[derive(Debug)]
+struct BootServerAnswer {
+    message_type: u8,
+    siaddr: std::net::Ipv4Addr,
+    file: String,
+}
+
+/// Speak as a UEFI x64 PXE client that already has `client` (an address of the lab's client
+/// namespace): send the boot server REQUEST (PXE 2.1 section 2.2.5, to port 4011 of the server
+/// that sent the proxyDHCP OFFER) and wait `wait` for the answer.
+fn pxe_boot_server_request(
+    lab: &Lab,
+    client: std::net::Ipv4Addr,
+    server: std::net::Ipv4Addr,
+    mac: [u8; 6],
+    wait: Duration,
+) -> Option<BootServerAnswer> {
+    let xid: u32 = 0x4011_0000 | u32::from(mac[5]);
+    let mut request = vec![0u8; 236];
+    request[0] = 1; // BOOTREQUEST
+    request[1] = 1; // Ethernet
+    request[2] = 6;
+    request[4..8].copy_from_slice(&xid.to_be_bytes());
+    request[12..16].copy_from_slice(&client.octets()); // ciaddr
+    request[28..34].copy_from_slice(&mac);
+    request.extend_from_slice(&[99, 130, 83, 99]);
+    let vendor_class = b"PXEClient:Arch:00007:UNDI:003016";
+    request.extend_from_slice(&[53, 1, 3]);
+    request.extend_from_slice(&[60, u8::try_from(vendor_class.len()).unwrap()]);
+    request.extend_from_slice(vendor_class);
+    request.extend_from_slice(&[93, 2, 0, 7, 94, 3, 1, 3, 16]);
+    request.extend_from_slice(&[55, 6, 1, 3, 43, 60, 66, 67, 255]);
+    let namespace = lab.client.clone();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let netns = std::fs::File::open(format!("/var/run/netns/{namespace}")).expect("open netns");
+        // SAFETY: moves only this thread into the namespace; the descriptor is open.
+        let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+        let socket = std::net::UdpSocket::bind((client, 0)).expect("bind the PXE client socket");
+        socket.set_read_timeout(Some(wait)).unwrap();
+        socket
+            .send_to(&request, (server, 4011))
+            .expect("send the boot server request");
+        let mut buffer = [0u8; 1500];
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let Ok((length, _)) = socket.recv_from(&mut buffer) else {
+                return None;
+            };
+            let reply = &buffer[..length];
+            if length < 240 || reply[0] != 2 || reply[4..8] != xid.to_be_bytes() {
+                continue;
+            }
+            let mut message_type = 0;
+            let mut offset = 240;
+            while offset + 1 < length && reply[offset] != 255 {
+                if reply[offset] == 0 {
+                    offset += 1;
+                    continue;
+                }
+                let option_length = usize::from(reply[offset + 1]);
+                if reply[offset] == 53 && option_length == 1 {
+                    message_type = reply[offset + 2];
+                }
+                offset += 2 + option_length;
+            }
+            let file = &reply[108..236];
+            let file_end = file
+                .iter()
+                .position(|byte| *byte == 0)
+                .unwrap_or(file.len());
+            return Some(BootServerAnswer {
+                message_type,
+                siaddr: std::net::Ipv4Addr::new(reply[20], reply[21], reply[22], reply[23]),
+                file: String::from_utf8_lossy(&file[..file_end]).into_owned(),
+            });
+        }
+        None
+    })
+    .join()
+    .expect("PXE client thread")
+}
+
+fn define_uefi_pxe_node(daemon: &DaemonProcess, name: &str, mac: &str) {
+    let hwaddr = format!("net.eth0.hwaddr={mac}");
+    confluent(
+        daemon,
+        &[
+            "nodedefine",
+            name,
+            &hwaddr,
+            "deployment.pendingprofile=rocky-9",
+            "deployment.useinsecureprotocols=firmware",
+        ],
+    );
+}
+
+#[test]
+fn pxe_boot_server_request_on_port_4011_gets_an_ack_with_the_boot_file() {
+    let lab = Lab::new("10.69.0");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = lab.start_daemon_in_mode(&dir.path().join("state"), "proxy", &[]);
+    define_uefi_pxe_node(&daemon, "pxe1", "52:54:00:69:00:01");
+    // The address the site DHCP server would have handed out.
+    lab.add_client_address("10.69.0.50/24");
+    let client = std::net::Ipv4Addr::new(10, 69, 0, 50);
+    let server = std::net::Ipv4Addr::new(10, 69, 0, 1);
+    let mac = [0x52, 0x54, 0, 0x69, 0, 1];
+    // Node changes reach the service through a watcher: retry until the node is known.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        if let Some(answer) =
+            pxe_boot_server_request(&lab, client, server, mac, Duration::from_secs(2))
+        {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on port 4011: {:?}",
+            exchanges(&daemon)
+        );
+    };
+    assert_eq!(answer.message_type, 5, "not an ACK: {answer:?}");
+    assert_eq!(answer.file, "x86_64/ipxe.efi");
+    assert_eq!(answer.siaddr, server);
+    let recorded = exchanges(&daemon);
+    assert!(
+        recorded
+            .iter()
+            .any(|exchange| exchange["server_port"] == 4011
+                && exchange["message_type"] == "REQUEST"
+                && exchange["reply"] == "ACK"
+                && exchange["node"] == "pxe1"
+                && exchange["boot_file"] == "x86_64/ipxe.efi"
+                && exchange["address"].is_null()),
+        "4011 exchange not recorded: {recorded:?}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn auto_mode_serves_full_alone_and_turns_proxy_when_another_server_appears() {
+    let lab = Lab::new("10.68.0");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = lab.start_daemon_in_mode(
+        &dir.path().join("state"),
+        "auto",
+        &["--dhcp-probe-interval", "1"],
+    );
+    define_uefi_pxe_node(&daemon, "auto1", "52:54:00:68:00:01");
+    // Alone on the segment: full mode, an address from our default pool.
+    lab.set_client_mac("52:54:00:68:00:0c");
+    let lease = udhcpc(&lab, dir.path(), "alone", &[]);
+    assert!(
+        lease
+            .get("ip")
+            .is_some_and(|ip| ip.starts_with("10.68.0.1") || ip.starts_with("10.68.0.2")),
+        "{lease:?}"
+    );
+    assert_eq!(lease.get("serverid").map(String::as_str), Some("10.68.0.1"));
+    let events = mode_events(&daemon);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail"]["mode"], "full");
+    assert_eq!(
+        events[0]["detail"]["interface"],
+        lab.server_interface.as_str()
+    );
+    assert!(events[0]["detail"]["foreign_server"].is_null());
+    // In full mode the boot server port answers nothing.
+    lab.add_client_address("10.68.0.2/24");
+    let (client, server) = (
+        std::net::Ipv4Addr::new(10, 68, 0, 2),
+        std::net::Ipv4Addr::new(10, 68, 0, 1),
+    );
+    let mac = [0x52, 0x54, 0, 0x68, 0, 1];
+    assert!(pxe_boot_server_request(&lab, client, server, mac, Duration::from_secs(1)).is_none());
+    // A site DHCP server appears on the segment: the next probe switches to proxy, without
+    // a restart, and the boot server port answers.
+    let _dnsmasq = dnsmasq(
+        &lab.client,
+        &lab.client_interface,
+        dir.path(),
+        "10.68.0.100,10.68.0.120",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = mode_events(&daemon);
+        if let Some(last) = events.last()
+            && last["detail"]["mode"] == "proxy"
+        {
+            assert_eq!(last["detail"]["foreign_server"], "10.68.0.2", "{events:?}");
+            assert_eq!(last["detail"]["previous"], "full", "{events:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "auto mode did not turn proxy: {events:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let answer = pxe_boot_server_request(&lab, client, server, mac, Duration::from_secs(3))
+        .expect("boot server answer after the switch to proxy");
+    assert_eq!(answer.message_type, 5, "{answer:?}");
+    assert_eq!(answer.file, "x86_64/ipxe.efi");
+    let recorded = exchanges(&daemon);
+    assert!(
+        recorded
+            .iter()
+            .any(|exchange| exchange["reason_code"] == "pxe_port_not_proxy"),
+        "{recorded:?}"
+    );
     daemon.stop();
 }

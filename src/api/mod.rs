@@ -8,6 +8,7 @@
 //! Confluent's TLV framing.
 
 pub mod audit;
+pub mod dhcp;
 pub mod events;
 pub mod resources;
 pub mod socket;

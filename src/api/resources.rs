@@ -65,6 +65,14 @@ pub const ROUTES: &[Route] = &[
         operations: &[R],
     },
     Route {
+        path: "/networking/dhcp/subnets/",
+        operations: &[R, C],
+    },
+    Route {
+        path: "/networking/dhcp/subnets/{subnet}",
+        operations: &[R, U, D],
+    },
+    Route {
         path: "/nodes/",
         operations: &[R, C],
     },
@@ -478,7 +486,10 @@ async fn dispatch_values(
         (Operation::Retrieve, []) => Ok(links(ROOT.iter().copied())),
         (Operation::Retrieve, ["version"]) => Ok(vec![json!({"version": crate::VERSION})]),
         (Operation::Retrieve, ["networking"]) => Ok(links(["dhcp/"])),
-        (Operation::Retrieve, ["networking", "dhcp"]) => Ok(links(["exchanges"])),
+        (Operation::Retrieve, ["networking", "dhcp"]) => Ok(links(["exchanges", "subnets/"])),
+        (_, ["networking", "dhcp", "subnets", rest @ ..]) => {
+            super::dhcp::subnets(context, operation, rest, parameters).await
+        }
         // The most recent DHCP exchanges, oldest first: "why didn't node X boot?".
         (Operation::Retrieve, ["networking", "dhcp", "exchanges"]) => Ok(context
             .dhcp_exchanges
@@ -757,6 +768,17 @@ pub(super) fn change_error(error: ConfigChangeError) -> ApiError {
         source = cause.source();
     }
     ApiError::new(status, "invalid_change", message)
+}
+
+/// [`commit`], for the other resource modules.
+pub(super) async fn commit_plan(
+    context: &Context,
+    planner: impl FnOnce(
+        &Store,
+        &crate::config::secrets::MasterKey,
+    ) -> Result<plan::Plan, ConfigChangeError>,
+) -> Result<Vec<Value>, ApiError> {
+    commit(context, planner).await
 }
 
 /// Commit a plan; returns the warnings as messages.

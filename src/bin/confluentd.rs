@@ -96,7 +96,8 @@ struct Arguments {
     #[arg(long, default_value_t = 90)]
     log_retain_days: u64,
     /// Serve DHCP on an interface: IFACE=full (addresses and boot files), IFACE=proxy (boot
-    /// files only, next to another DHCP server) or IFACE=off. Repeatable.
+    /// files only, next to another DHCP server), IFACE=auto (proxy while another DHCP server
+    /// answers a probe on the segment, full otherwise) or IFACE=off. Repeatable.
     #[arg(long, value_name = "IFACE=MODE")]
     dhcp: Vec<confluent::dhcp::InterfaceMode>,
     /// DHCP lease time in seconds.
@@ -112,6 +113,9 @@ struct Arguments {
     /// Most TFTP transfers in progress at once; more requests get a "server busy" error.
     #[arg(long, default_value_t = 4096)]
     tftp_max_transfers: usize,
+    /// Seconds between probes for another DHCP server on IFACE=auto interfaces.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    dhcp_probe_interval: u64,
 }
 
 /// A listen address, or `off`.
@@ -250,6 +254,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             max_transfers: arguments.tftp_max_transfers.max(1),
             ..confluent::tftp::TftpLimits::default()
         },
+        dhcp_probe_interval: std::time::Duration::from_secs(arguments.dhcp_probe_interval.max(1)),
     })
     .await?;
     tracing::info!("confluentd ready");

@@ -7,6 +7,7 @@ pub mod client;
 pub mod collate;
 pub mod confetty;
 pub mod dbutil;
+pub mod dhcp;
 pub mod events;
 pub mod nodes;
 pub mod output;
@@ -21,6 +22,7 @@ pub const COMMANDS: &[&str] = &[
     "collate",
     "confetty",
     "confluentdbutil",
+    "dhcpsubnet",
     "nodeattrib",
     "nodeboottimeline",
     "nodedefine",
@@ -62,6 +64,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         "events" => events::events(&tail),
         "user" => users::main(&tail, false),
         "usergroup" => users::main(&tail, true),
+        "dhcpsubnet" => dhcp::main(&tail),
         "nodeboottimeline" => events::boot_timeline(&tail),
         "nodeattrib" => nodes::attrib(&tail, false),
         "nodegroupattrib" => nodes::attrib(&tail, true),

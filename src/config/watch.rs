@@ -256,6 +256,8 @@ pub struct WatchFilter {
     pub attributes: Vec<String>,
     /// Also report node and group creation, deletion and rename.
     pub collection: bool,
+    /// Global setting name patterns (`*` and `?` wildcards). Empty: no global changes.
+    pub globals: Vec<String>,
 }
 
 impl WatchFilter {
@@ -331,6 +333,16 @@ impl WatchFilter {
             selected.groups_deleted = changes.groups_deleted.clone();
             selected.groups_renamed = changes.groups_renamed.clone();
         }
+        selected.globals = changes
+            .globals
+            .iter()
+            .filter(|key| {
+                self.globals
+                    .iter()
+                    .any(|pattern| catalogue::wildcard_match(pattern, key))
+            })
+            .cloned()
+            .collect();
         (!selected.is_empty()).then_some(selected)
     }
 }

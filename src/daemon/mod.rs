@@ -88,6 +88,8 @@ pub struct DaemonOptions {
     pub tftp: Option<std::net::SocketAddr>,
     /// Transfer cap and retransmission settings of the TFTP service.
     pub tftp_limits: crate::tftp::TftpLimits,
+    /// How often auto-mode DHCP interfaces probe for another DHCP server.
+    pub dhcp_probe_interval: Duration,
 }
 
 /// A started daemon: configuration loaded, pid lock held, services running.
@@ -219,9 +221,11 @@ impl Daemon {
                 lease_dir: context.paths.lib.join("dhcp"),
                 port: crate::proto::dhcp::SERVER_PORT,
                 pxe_port: crate::proto::dhcp::PXE_SERVER_PORT,
+                probe_interval: options.dhcp_probe_interval,
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
                 exchanges: context.dhcp_exchanges.clone(),
                 short_links: context.boot.short_links.clone(),
+                config: context.config.clone(),
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.boot.directory.clone())
                 .context("failed to start the DHCP service")?;

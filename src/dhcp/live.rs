@@ -41,6 +41,7 @@ impl LiveDirectory {
                 "ntp.*".into(),
             ],
             collection: true,
+            globals: Vec::new(),
         });
         let live = Arc::new(LiveDirectory::default());
         let refresher = DirectoryRefresher {

@@ -12,7 +12,9 @@ pub mod directory;
 pub mod leases;
 pub mod live;
 pub mod policy;
+pub mod probe;
 pub mod socket;
+pub mod subnets;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -31,8 +33,10 @@ use crate::proto::dhcp::{self as wire, MessageType};
 use leases::{LeaseJournal, Leases};
 use live::LiveDirectory;
 use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
+use probe::Prober;
 pub use socket::DhcpBindError;
 use socket::InterfaceSocket;
+use subnets::Subnets;
 
 /// Most requests being handled at once (waiting for the lease journal); more are dropped and
 /// counted, as a client retransmits anyway.
@@ -68,7 +72,7 @@ impl std::str::FromStr for InterfaceMode {
 }
 
 /// Service settings from the daemon.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DhcpSettings {
     pub interfaces: Vec<InterfaceMode>,
     pub boot: BootSettings,
@@ -79,6 +83,8 @@ pub struct DhcpSettings {
     pub port: u16,
     /// PXE boot server port for proxy mode (4011).
     pub pxe_port: u16,
+    /// How often auto-mode interfaces probe for another DHCP server (also once at start-up).
+    pub probe_interval: Duration,
     /// Subnets behind DHCP relays (not attached to a served interface), served in the mode of
     /// the interface their relayed requests arrive on, with the relay as router.
     pub relayed_subnets: Vec<ipnet::Ipv4Net>,
@@ -86,6 +92,8 @@ pub struct DhcpSettings {
     pub exchanges: Arc<ExchangeLog>,
     /// Where short boot URLs are registered for the HTTP boot routes to resolve.
     pub short_links: Arc<crate::boot::ShortLinks>,
+    /// The configuration holding the subnet objects ([`subnets`]), watched for changes.
+    pub config: Arc<crate::config::ConfigEngine>,
 }
 
 /// One recorded exchange: what came in, what was decided and why.
@@ -94,6 +102,8 @@ pub struct Exchange {
     /// Seconds since the Unix epoch.
     pub time: u64,
     pub interface: String,
+    /// The port the request arrived on: 67, or 4011 (PXE boot server requests in proxy mode).
+    pub server_port: u16,
     pub xid: String,
     pub mac: Option<String>,
     pub message_type: &'static str,
@@ -165,6 +175,17 @@ impl ExchangeLog {
         entries.push_back(exchange);
     }
 
+    /// Record a service event (not an exchange) in the event log, when one is attached.
+    fn record_event(&self, kind: &str, detail: serde_json::Value) {
+        if let Some(events) = &self.events
+            && let Err(error) = events
+                .events
+                .append(crate::eventlog::Event::new(kind.to_string(), detail))
+        {
+            tracing::debug!(error = %error, kind, "dhcp event not recorded in the event log");
+        }
+    }
+
     /// A copy of the recorded exchanges.
     pub fn snapshot(&self) -> Vec<Exchange> {
         self.entries.lock().iter().cloned().collect()
@@ -186,28 +207,106 @@ struct LeaseTable {
 
 /// State shared by every interface loop.
 struct Shared {
-    /// Every directly served subnet and every configured relayed subnet.
+    /// Every directly served subnet and every `--dhcp-relayed-subnet`.
     relay_subnets: Vec<ipnet::Ipv4Net>,
+    /// The subnet objects, replaced when the configuration changes.
+    subnets: parking_lot::RwLock<Arc<Subnets>>,
     directory: Arc<LiveDirectory>,
     leases: parking_lot::Mutex<LeaseTable>,
     boot: BootSettings,
+    lease_seconds: u32,
     exchanges: Arc<ExchangeLog>,
     short_links: Arc<crate::boot::ShortLinks>,
     counters: Arc<DhcpCounters>,
     in_flight: Arc<Semaphore>,
 }
 
+/// One served interface: its network, its configured mode, and the scope served there now
+/// (replaced when a probe changes an auto interface's mode).
+struct Interface {
+    name: String,
+    server_address: Ipv4Addr,
+    subnet: ipnet::Ipv4Net,
+    /// `full`, `proxy` or `auto` (from `--dhcp`).
+    configured: Mode,
+    /// Auto mode: the prober, and what the last conclusive probe found (the mode chosen and
+    /// the foreign server that answered, if any); `None` until the first probe ends.
+    prober: Option<Prober>,
+    probed: parking_lot::Mutex<Option<(Mode, Option<Ipv4Addr>)>>,
+    /// The port-67 socket (probes are sent from it).
+    socket: Arc<InterfaceSocket>,
+    scope: parking_lot::RwLock<Arc<Scope>>,
+}
+
+impl Interface {
+    /// The mode served now: the configured one, or for auto what the last probe chose.
+    fn effective_mode(&self) -> Mode {
+        match self.configured {
+            Mode::Auto => self
+                .probed
+                .lock()
+                .map_or(Mode::Auto, |(mode, _foreign)| mode),
+            configured => configured,
+        }
+    }
+
+    /// The scope served here: the attached subnet's defaults, then its subnet object.
+    fn build_scope(&self, subnets: &Subnets, lease_seconds: u32) -> Scope {
+        let mut scope = attached_scope(
+            self.effective_mode(),
+            self.server_address,
+            self.subnet,
+            lease_seconds,
+        );
+        if let Some(subnet) = subnets.get(self.subnet) {
+            subnet.apply_to(&mut scope);
+        }
+        scope
+    }
+
+    fn scope(&self) -> Arc<Scope> {
+        self.scope.read().clone()
+    }
+}
+
+/// The scope of a directly attached subnet: its default pool, no routers of its own.
+fn attached_scope(
+    mode: Mode,
+    server_address: Ipv4Addr,
+    subnet: ipnet::Ipv4Net,
+    lease_seconds: u32,
+) -> Scope {
+    {
+        Scope {
+            mode,
+            server_address,
+            subnet,
+            pools: Pool::default_for(subnet).into_iter().collect(),
+            routers: Vec::new(),
+            dns_servers: Vec::new(),
+            domain_name: None,
+            ntp_servers: Vec::new(),
+            mtu: None,
+            lease_seconds,
+        }
+    }
+}
+
 struct Served {
     socket: Arc<InterfaceSocket>,
-    scope: Arc<Scope>,
-    /// The PXE boot server socket (port 4011) of a proxy-mode interface.
+    interface: Arc<Interface>,
+    /// This is the PXE boot server socket (port 4011).
     pxe_port: bool,
 }
 
 /// The DHCP service: one socket per served interface.
 pub struct DhcpService {
     served: Vec<Served>,
+    interfaces: Vec<Arc<Interface>>,
     shared: Arc<Shared>,
+    probe_interval: Duration,
+    config: Arc<crate::config::ConfigEngine>,
+    subnet_changes: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::config::watch::ChangeSet>>,
 }
 
 /// Why the DHCP service could not start.
@@ -230,7 +329,14 @@ impl DhcpService {
         settings: DhcpSettings,
         directory: Arc<LiveDirectory>,
     ) -> Result<DhcpService, DhcpStartError> {
+        // Watch first, then read: no change between the two is missed.
+        let subnet_changes = settings.config.watch(crate::config::watch::WatchFilter {
+            globals: vec![format!("{}*", subnets::GLOBAL_PREFIX)],
+            ..crate::config::watch::WatchFilter::default()
+        });
+        let subnets = Arc::new(read_subnets(&settings.config));
         let mut served = Vec::new();
+        let mut interfaces = Vec::new();
         for InterfaceMode { interface, mode } in &settings.interfaces {
             if *mode == Mode::Off {
                 continue;
@@ -241,61 +347,79 @@ impl DhcpService {
             };
             let (server_address, subnet) =
                 socket::interface_address(interface).map_err(bind_error)?;
-            let socket = InterfaceSocket::bind(interface, settings.port).map_err(bind_error)?;
-            let scope = Scope {
-                mode: *mode,
+            let socket =
+                Arc::new(InterfaceSocket::bind(interface, settings.port).map_err(bind_error)?);
+            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1). Bound up
+            // front on every served interface: an auto interface may turn proxy at run time.
+            let pxe_socket =
+                Arc::new(InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?);
+            let served_interface = Interface {
+                name: interface.clone(),
                 server_address,
                 subnet,
-                pool: Pool::default_for(subnet),
-                routers: Vec::new(),
-                dns_servers: Vec::new(),
-                domain_name: None,
-                ntp_servers: Vec::new(),
-                mtu: None,
-                lease_seconds: settings.lease_seconds,
+                configured: *mode,
+                prober: (*mode == Mode::Auto).then(Prober::new),
+                probed: parking_lot::Mutex::new(None),
+                socket: socket.clone(),
+                scope: parking_lot::RwLock::new(Arc::new(attached_scope(
+                    *mode,
+                    server_address,
+                    subnet,
+                    settings.lease_seconds,
+                ))),
             };
+            let scope = served_interface.build_scope(&subnets, settings.lease_seconds);
+            *served_interface.scope.write() = Arc::new(scope.clone());
             tracing::info!(
                 interface = %interface,
-                mode = ?mode,
+                mode = mode.name(),
                 server = %server_address,
                 subnet = %subnet,
-                pool = ?scope.pool,
+                mode_served = scope.mode.name(),
+                pools = ?scope.pools,
                 "serving DHCP"
             );
-            let scope = Arc::new(scope);
-            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1).
-            if *mode == Mode::Proxy {
-                let pxe_socket =
-                    InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?;
-                served.push(Served {
-                    socket: Arc::new(pxe_socket),
-                    scope: scope.clone(),
-                    pxe_port: true,
-                });
-            }
+            let served_interface = Arc::new(served_interface);
             served.push(Served {
-                socket: Arc::new(socket),
-                scope,
+                socket: pxe_socket,
+                interface: served_interface.clone(),
+                pxe_port: true,
+            });
+            served.push(Served {
+                socket,
+                interface: served_interface.clone(),
                 pxe_port: false,
             });
+            interfaces.push(served_interface);
         }
         let (leases, journal) =
             LeaseJournal::open(&settings.lease_dir, tokio::time::Instant::now())
                 .map_err(DhcpStartError::Leases)?;
-        let mut relay_subnets: Vec<ipnet::Ipv4Net> =
-            served.iter().map(|served| served.scope.subnet).collect();
+        let mut relay_subnets: Vec<ipnet::Ipv4Net> = interfaces
+            .iter()
+            .map(|interface| interface.subnet)
+            .collect();
         relay_subnets.extend(settings.relayed_subnets.iter().copied());
         let shared = Arc::new(Shared {
             relay_subnets,
+            subnets: parking_lot::RwLock::new(subnets),
             directory,
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
             boot: settings.boot,
+            lease_seconds: settings.lease_seconds,
             exchanges: settings.exchanges.clone(),
             short_links: settings.short_links.clone(),
             counters: Arc::new(DhcpCounters::default()),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
-        Ok(DhcpService { served, shared })
+        Ok(DhcpService {
+            served,
+            interfaces,
+            shared,
+            probe_interval: settings.probe_interval,
+            config: settings.config,
+            subnet_changes,
+        })
     }
 
     /// The exchange log, for the API.
@@ -316,10 +440,27 @@ impl DhcpService {
             let tracker = tracker.clone();
             loops.spawn(async move { receive_loop(served, shared, tracker, shutdown).await });
         }
+        for interface in &self.interfaces {
+            if interface.prober.is_some() {
+                let (interface, shared) = (interface.clone(), self.shared.clone());
+                let (shutdown, interval) = (shutdown.clone(), self.probe_interval);
+                loops.spawn(async move { probe_loop(interface, shared, interval, shutdown).await });
+            }
+        }
         let mut expiry = tokio::time::interval(Duration::from_secs(60));
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                Some(_changes) = self.subnet_changes.recv() => {
+                    // Subnet objects changed: rebuild every scope; the next packet uses them.
+                    let subnets = Arc::new(read_subnets(&self.config));
+                    *self.shared.subnets.write() = subnets.clone();
+                    for interface in &self.interfaces {
+                        let scope = interface.build_scope(&subnets, self.shared.lease_seconds);
+                        *interface.scope.write() = Arc::new(scope);
+                    }
+                    tracing::info!(subnets = subnets.iter().count(), "DHCP subnet objects applied");
+                }
                 _ = expiry.tick() => {
                     let now = tokio::time::Instant::now();
                     let compaction = {
@@ -346,7 +487,7 @@ impl DhcpService {
                     }
                 }
                 Some(ended) = loops.join_next() => {
-                    // A receive loop only ends on a socket failure.
+                    // A receive loop only ends on a socket failure, a probe loop never.
                     break match ended {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(error)) => Err(error),
@@ -430,6 +571,89 @@ async fn receive_loop(
     }
 }
 
+/// Auto mode: probe the segment now and every `interval`; serve as proxy while another DHCP
+/// server answers, in full mode otherwise. A probe that cannot be sent changes nothing.
+async fn probe_loop(
+    interface: Arc<Interface>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(prober) = &interface.prober else {
+        return Ok(());
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let probed = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            probed = prober.probe(&interface.socket, interface.server_address, probe::PROBE_WAIT) => probed,
+        };
+        match probed {
+            Ok(foreign) => switch_mode(&interface, &shared, foreign),
+            Err(error) => tracing::warn!(
+                interface = %interface.name,
+                error = %error,
+                cause = ?std::error::Error::source(&error),
+                "DHCP probe for another server failed; mode unchanged"
+            ),
+        }
+    }
+}
+
+/// Apply a probe's result to an auto interface: proxy when `foreign` answered, full otherwise.
+/// A change (and the first result) is logged and recorded as a `dhcp.mode` event.
+fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>) {
+    let mode = if foreign.is_some() {
+        Mode::Proxy
+    } else {
+        Mode::Full
+    };
+    let previous = interface.probed.lock().replace((mode, foreign));
+    let previous_mode = previous.map_or(Mode::Auto, |(mode, _)| mode);
+    if previous_mode == mode {
+        return;
+    }
+    let subnets = shared.subnets.read().clone();
+    *interface.scope.write() = Arc::new(interface.build_scope(&subnets, shared.lease_seconds));
+    let foreign_text = foreign.map(|server| server.to_string());
+    tracing::info!(
+        interface = %interface.name,
+        mode = mode.name(),
+        previous = previous_mode.name(),
+        foreign_server = foreign_text.as_deref().unwrap_or("-"),
+        "DHCP auto mode: serving {} ({})",
+        mode.name(),
+        match foreign {
+            Some(server) => format!("DHCP server {server} answers on the segment"),
+            None => "no other DHCP server answers on the segment".to_string(),
+        }
+    );
+    shared.exchanges.record_event(
+        "dhcp.mode",
+        serde_json::json!({
+            "interface": interface.name,
+            "configured": "auto",
+            "mode": mode.name(),
+            "previous": previous_mode.name(),
+            "foreign_server": foreign_text,
+        }),
+    );
+}
+
+/// The valid subnet objects of the configuration; invalid ones are logged and skipped.
+fn read_subnets(config: &crate::config::ConfigEngine) -> Subnets {
+    let (subnets, invalid) = config.read(Subnets::from_store);
+    for (key, error) in invalid {
+        tracing::warn!(key, error = %error, cause = ?std::error::Error::source(&error), "ignoring an invalid DHCP subnet object");
+    }
+    subnets
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -446,6 +670,16 @@ fn handle_datagram(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let interface = &served.socket.interface;
+    let ingress_interface = &served.interface;
+    // BOOTREPLY on the server port: another server answering an auto-mode probe.
+    if datagram.first() == Some(&2) {
+        if let Some(prober) = &ingress_interface.prober
+            && let Ok(reply) = wire::decode_reply(datagram)
+        {
+            prober.answer(&reply, *source.ip(), ingress_interface.server_address);
+        }
+        return;
+    }
     let request = match wire::decode_request(datagram) {
         Ok(request) => request,
         Err(error) => {
@@ -454,25 +688,49 @@ fn handle_datagram(
             return;
         }
     };
+    if ingress_interface
+        .prober
+        .as_ref()
+        .is_some_and(|prober| prober.is_own(&request))
+    {
+        return;
+    }
+    let served_scope = ingress_interface.scope();
     // RFC 2131 section 4.3.1: a relayed client is on the relay's (giaddr's) subnet.
     let relayed_scope;
     let scope: &Scope = if request.giaddr.is_unspecified()
-        || served.scope.subnet.contains(&request.giaddr)
+        || served_scope.subnet.contains(&request.giaddr)
     {
-        &served.scope
+        &served_scope
     } else {
-        match shared
-            .relay_subnets
-            .iter()
-            .find(|subnet| subnet.contains(&request.giaddr))
-        {
+        let subnets = shared.subnets.read().clone();
+        let object = subnets.containing(request.giaddr);
+        let subnet = object.map(|object| object.object.subnet).or_else(|| {
+            shared
+                .relay_subnets
+                .iter()
+                .copied()
+                .find(|subnet| subnet.contains(&request.giaddr))
+        });
+        match subnet {
             Some(subnet) => {
-                relayed_scope = Scope {
-                    subnet: *subnet,
-                    pool: Pool::default_for(*subnet),
+                // Served in the ingress interface's mode, with the relay as router, unless
+                // the subnet's object says otherwise.
+                let mut scope = Scope {
+                    subnet,
+                    pools: Pool::default_for(subnet).into_iter().collect(),
                     routers: vec![request.giaddr],
-                    ..(*served.scope).clone()
+                    dns_servers: Vec::new(),
+                    domain_name: None,
+                    ntp_servers: Vec::new(),
+                    mtu: None,
+                    lease_seconds: shared.lease_seconds,
+                    ..(*served_scope).clone()
                 };
+                if let Some(object) = object {
+                    object.apply_to(&mut scope);
+                }
+                relayed_scope = scope;
                 &relayed_scope
             }
             None => {
@@ -535,6 +793,7 @@ fn handle_datagram(
     let exchange = Exchange {
         time: unix_now(),
         interface: interface.clone(),
+        server_port: served.socket.port,
         xid: format!("{:08x}", request.xid),
         mac: request.mac.map(|mac| mac.to_string()),
         message_type: request.message_type.name(),
@@ -599,8 +858,27 @@ fn handle_datagram(
     } else {
         SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::CLIENT_PORT)
     };
+    let source_address = served_scope.server_address;
+    // Nothing to wait for (OFFERs, proxy replies, NAKs): send from the receive loop instead of
+    // spawning a task per reply; only a full socket buffer falls back to the task.
+    if durable.is_none() {
+        match served
+            .socket
+            .try_send(&payload, destination, source_address)
+        {
+            Ok(()) => return,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => {
+                shared
+                    .counters
+                    .reply_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, destination = %destination, "DHCP reply not sent");
+                return;
+            }
+        }
+    }
     let socket = served.socket.clone();
-    let source_address = served.scope.server_address;
     let counters = shared.counters.clone();
     tracker.spawn(async move {
         let _permit = permit;
@@ -652,6 +930,7 @@ mod tests {
             log.push(Exchange {
                 time: 0,
                 interface: "x".into(),
+                server_port: 67,
                 xid: index.to_string(),
                 mac: None,
                 message_type: "DISCOVER",

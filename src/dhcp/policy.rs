@@ -34,6 +34,21 @@ pub enum Mode {
     Proxy,
     /// Not served.
     Off,
+    /// Proxy when another DHCP server answers on the segment, full otherwise: an interface
+    /// setting the service resolves by probing. A scope still in this mode (before the first
+    /// probe has ended) answers nothing.
+    Auto,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Proxy => "proxy",
+            Mode::Off => "off",
+            Mode::Auto => "auto",
+        }
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -43,8 +58,9 @@ impl std::str::FromStr for Mode {
             "full" => Ok(Mode::Full),
             "proxy" => Ok(Mode::Proxy),
             "off" => Ok(Mode::Off),
+            "auto" => Ok(Mode::Auto),
             other => Err(format!(
-                "unknown DHCP mode '{other}' (want full, proxy or off)"
+                "unknown DHCP mode '{other}' (want full, proxy, auto or off)"
             )),
         }
     }
@@ -86,7 +102,8 @@ pub struct Scope {
     /// Our address on this network: the server identifier and the boot server.
     pub server_address: Ipv4Addr,
     pub subnet: Ipv4Net,
-    pub pool: Option<Pool>,
+    /// Dynamic address ranges, in allocation order (none: reservations only).
+    pub pools: Vec<Pool>,
     pub routers: Vec<Ipv4Addr>,
     pub dns_servers: Vec<Ipv4Addr>,
     pub domain_name: Option<String>,
@@ -205,6 +222,10 @@ pub struct ShortLink {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     ModeOff,
+    /// Auto mode before the first probe for another DHCP server has ended.
+    AutoProbing,
+    /// A request on the PXE boot server port of an interface not in proxy mode.
+    PxePortNotProxy,
     NotEthernet,
     NotAClientMessage(MessageType),
     /// A node with a pending profile gets its boot chain.
@@ -245,6 +266,8 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::ModeOff => "mode_off",
+            Reason::AutoProbing => "auto_probing",
+            Reason::PxePortNotProxy => "pxe_port_not_proxy",
             Reason::NotEthernet => "not_ethernet",
             Reason::NotAClientMessage(_) => "not_a_client_message",
             Reason::BootChain { .. } => "boot_chain",
@@ -272,6 +295,14 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::ModeOff => write!(formatter, "DHCP is off on this interface"),
+            Reason::AutoProbing => write!(
+                formatter,
+                "auto mode: still probing the segment for another DHCP server"
+            ),
+            Reason::PxePortNotProxy => write!(
+                formatter,
+                "boot server request on port 4011 of an interface not in proxy mode"
+            ),
             Reason::NotEthernet => write!(formatter, "client hardware address is not Ethernet"),
             Reason::NotAClientMessage(kind) => {
                 write!(formatter, "{} is not sent by clients", kind.name())
@@ -546,11 +577,11 @@ fn address_for(
             return Ok((address, true));
         }
     }
-    let Some(pool) = scope.pool else {
+    if scope.pools.is_empty() {
         return Err(Reason::NoPool);
-    };
+    }
     let usable = |address: Ipv4Addr| {
-        pool.contains(address)
+        scope.pools.iter().any(|pool| pool.contains(address))
             && address != scope.server_address
             && directory.reserved_for(address).is_none()
     };
@@ -565,12 +596,27 @@ fn address_for(
     {
         return Ok((address, false));
     }
-    let (first, last) = (u32::from(pool.first), u32::from(pool.last));
-    let start = leases
-        .allocation_hint()
-        .filter(|hint| pool.contains(*hint))
-        .map_or(first, u32::from);
+    // From the hint to the end of its range, the following ranges, then the ranges before it
+    // and the start of the hint's range (wrapping around).
+    let hint = leases.allocation_hint();
+    let (hinted, start) = hint
+        .and_then(|hint| {
+            scope
+                .pools
+                .iter()
+                .position(|pool| pool.contains(hint))
+                .map(|index| (index, u32::from(hint)))
+        })
+        .unwrap_or((0, u32::from(scope.pools[0].first)));
+    let count = scope.pools.len();
+    let hinted_pool = scope.pools[hinted];
+    let (first, last) = (u32::from(hinted_pool.first), u32::from(hinted_pool.last));
+    let others = (1..count).flat_map(|offset| {
+        let pool = scope.pools[(hinted + offset) % count];
+        u32::from(pool.first)..=u32::from(pool.last)
+    });
     (start..=last)
+        .chain(others)
         .chain(first..start)
         .map(Ipv4Addr::from)
         .find(|address| usable(*address) && leases.holder_of(*address).is_none())
@@ -640,8 +686,13 @@ pub fn reply(
     request: &DhcpRequest,
 ) -> Decision {
     let scope = ingress.scope;
-    if scope.mode == Mode::Off {
-        return Decision::silent(Reason::ModeOff, None);
+    match scope.mode {
+        Mode::Off => return Decision::silent(Reason::ModeOff, None),
+        Mode::Auto => return Decision::silent(Reason::AutoProbing, None),
+        Mode::Full if ingress.pxe_port => {
+            return Decision::silent(Reason::PxePortNotProxy, None);
+        }
+        Mode::Full | Mode::Proxy => {}
     }
     let Some(mac) = request.mac else {
         return Decision::silent(Reason::NotEthernet, None);
@@ -901,7 +952,7 @@ mod tests {
             mode,
             server_address: SERVER,
             subnet,
-            pool: Pool::default_for(subnet),
+            pools: Pool::default_for(subnet).into_iter().collect(),
             routers: vec![Ipv4Addr::new(10, 77, 0, 254)],
             dns_servers: vec![SERVER],
             domain_name: Some("cluster.example".into()),
@@ -1295,7 +1346,7 @@ mod tests {
         assert_eq!(decision.action, Action::NoResponse);
 
         let mut scope = scope(Mode::Full);
-        scope.pool = None;
+        scope.pools.clear();
         let boot = BootSettings::default();
         let ingress = Ingress {
             scope: &scope,
@@ -1584,7 +1635,7 @@ mod tests {
     fn reservation_on_another_subnet_falls_back_to_the_pool() {
         let mut scope = scope(Mode::Full);
         scope.subnet = "10.99.0.0/24".parse().unwrap();
-        scope.pool = Pool::default_for(scope.subnet);
+        scope.pools = Pool::default_for(scope.subnet).into_iter().collect();
         scope.server_address = Ipv4Addr::new(10, 99, 0, 1);
         let boot = BootSettings::default();
         let ingress = Ingress {

@@ -151,6 +151,30 @@ impl InterfaceSocket {
             .await
     }
 
+    /// [`InterfaceSocket::send`] without waiting: `WouldBlock` when the socket buffer is full.
+    pub fn try_send(
+        &self,
+        payload: &[u8],
+        destination: SocketAddrV4,
+        source_address: Ipv4Addr,
+    ) -> std::io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let info = packet_info(self.interface_index, source_address);
+        let address = SockaddrIn::from(destination);
+        self.socket.try_io(Interest::WRITABLE, || {
+            let control = [ControlMessage::Ipv4PacketInfo(&info)];
+            sendmsg(
+                fd,
+                &[IoSlice::new(payload)],
+                &control,
+                MsgFlags::MSG_DONTWAIT,
+                Some(&address),
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        })
+    }
+
     /// Send `payload` to `destination` from `source_address` out of this interface.
     pub async fn send(
         &self,
@@ -159,13 +183,7 @@ impl InterfaceSocket {
         source_address: Ipv4Addr,
     ) -> std::io::Result<()> {
         let fd = self.socket.as_raw_fd();
-        let info = libc::in_pktinfo {
-            ipi_ifindex: i32::try_from(self.interface_index).unwrap_or(0),
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(source_address).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
+        let info = packet_info(self.interface_index, source_address);
         let address = SockaddrIn::from(destination);
         self.socket
             .async_io(Interest::WRITABLE, || {
@@ -181,5 +199,16 @@ impl InterfaceSocket {
                 .map_err(std::io::Error::from)
             })
             .await
+    }
+}
+
+/// IP_PKTINFO for a reply: leave through `interface_index` from `source_address`.
+fn packet_info(interface_index: u32, source_address: Ipv4Addr) -> libc::in_pktinfo {
+    libc::in_pktinfo {
+        ipi_ifindex: i32::try_from(interface_index).unwrap_or(0),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(source_address).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
     }
 }

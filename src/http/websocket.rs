@@ -155,6 +155,7 @@ fn watch(
         nodes: Some(nodes.into_iter().collect::<HashSet<_>>()),
         attributes: attributes.clone(),
         collection: true,
+        globals: Vec::new(),
     };
     Ok((
         filter,

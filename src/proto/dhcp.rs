@@ -61,6 +61,8 @@ pub enum DhcpDecodeError {
     TooLong(usize),
     #[error("op {0} is not BOOTREQUEST")]
     NotARequest(u8),
+    #[error("op {0} is not BOOTREPLY")]
+    NotAReply(u8),
     #[error("hardware address length {0} exceeds the 16-byte chaddr field")]
     HardwareAddressLength(u8),
     #[error("magic cookie missing")]
@@ -502,6 +504,15 @@ fn is_kept(code: u8) -> bool {
 /// Walk the option TLVs after the magic cookie, checking every length (RFC 2132 section 2,
 /// RFC 3396 concatenation), and keep the raw values of the options in [`is_kept`].
 fn walk_options(options: &[u8], base_offset: usize) -> Result<RawOptions, DhcpDecodeError> {
+    walk_options_keeping(options, base_offset, is_kept)
+}
+
+/// [`walk_options`] keeping the options for which `is_kept` holds.
+fn walk_options_keeping(
+    options: &[u8],
+    base_offset: usize,
+    is_kept: fn(u8) -> bool,
+) -> Result<RawOptions, DhcpDecodeError> {
     let mut raw = RawOptions::default();
     // The run of consecutive instances of one code being concatenated: (code, length).
     let mut run: Option<(u8, usize)> = None;
@@ -703,6 +714,97 @@ pub struct ReplyFields {
     pub message: Option<String>,
 }
 
+/// A server's answer as a probing client sees it: enough to tell who answered which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerReply {
+    pub xid: u32,
+    pub message_type: MessageType,
+    /// Option 54 (RFC 2132 section 9.7).
+    pub server_identifier: Option<Ipv4Addr>,
+}
+
+/// Validate and decode a BOOTREPLY (`op` = 2) received on the server port: the answer of another
+/// DHCP server to a probe ([`encode_probe_discover`]). The same checks as [`decode_request`]
+/// (length, cookie, every option length, the end option), without `dhcproto`.
+pub fn decode_reply(datagram: &[u8]) -> Result<ServerReply, DhcpDecodeError> {
+    let options_offset = FIXED_HEADER_LENGTH + MAGIC_COOKIE.len();
+    if datagram.len() < options_offset {
+        return Err(DhcpDecodeError::Truncated(datagram.len()));
+    }
+    if datagram.len() > MAX_MESSAGE_LENGTH {
+        return Err(DhcpDecodeError::TooLong(datagram.len()));
+    }
+    let op = datagram.first().copied().unwrap_or_default();
+    if op != 2 {
+        return Err(DhcpDecodeError::NotAReply(op));
+    }
+    if datagram.get(FIXED_HEADER_LENGTH..options_offset) != Some(&MAGIC_COOKIE[..]) {
+        return Err(DhcpDecodeError::MagicCookie);
+    }
+    let xid = datagram
+        .get(4..8)
+        .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+        .map(u32::from_be_bytes)
+        .ok_or(DhcpDecodeError::Truncated(datagram.len()))?;
+    let options = datagram.get(options_offset..).unwrap_or_default();
+    let raw = walk_options_keeping(options, options_offset, |code| {
+        code == code::MESSAGE_TYPE || code == code::SERVER_IDENTIFIER
+    })?;
+    let message_type_value = raw
+        .get(code::MESSAGE_TYPE)
+        .and_then(|value| value.first().copied())
+        .ok_or(DhcpDecodeError::MissingMessageType)?;
+    let message_type = MessageType::from_code(message_type_value)
+        .ok_or(DhcpDecodeError::UnknownMessageType(message_type_value))?;
+    let server_identifier = raw
+        .get(code::SERVER_IDENTIFIER)
+        .and_then(|value| <[u8; 4]>::try_from(value).ok())
+        .map(Ipv4Addr::from);
+    Ok(ServerReply {
+        xid,
+        message_type,
+        server_identifier,
+    })
+}
+
+/// The client identifier (option 61) of probe DISCOVERs: type 0 and a text anyone reading a
+/// capture or a foreign server's log recognises.
+pub const PROBE_CLIENT_IDENTIFIER: &[u8] = b"\0confluent-dhcp-probe";
+
+/// A DISCOVER probing a segment for other DHCP servers (RFC 2131 section 4.4.1), sent the way a
+/// relay forwards one (`giaddr` = our address, `hops` = 1) so that servers answer to our server
+/// port (RFC 2131 section 4.1) and no client port has to be opened next to a host's own DHCP
+/// client.
+pub fn encode_probe_discover(
+    xid: u32,
+    chaddr: [u8; 6],
+    giaddr: Ipv4Addr,
+) -> Result<Vec<u8>, DhcpEncodeError> {
+    let mut message = v4::Message::default();
+    message
+        .set_opcode(v4::Opcode::BootRequest)
+        .set_htype(v4::HType::Eth)
+        .set_hops(1)
+        .set_xid(xid)
+        .set_giaddr(giaddr)
+        .set_chaddr(&chaddr);
+    let options = message.opts_mut();
+    options.insert(DhcpOption::MessageType(v4::MessageType::Discover));
+    options.insert(DhcpOption::ClientIdentifier(
+        PROBE_CLIENT_IDENTIFIER.to_vec(),
+    ));
+    options.insert(DhcpOption::ParameterRequestList(vec![
+        v4::OptionCode::SubnetMask,
+        v4::OptionCode::Router,
+        v4::OptionCode::ServerIdentifier,
+    ]));
+    let mut bytes = Vec::with_capacity(300);
+    message
+        .encode(&mut Encoder::new(&mut bytes))
+        .map_err(encode_error)?;
+    Ok(bytes)
+}
+
 fn encode_error(error: dhcproto::error::EncodeError) -> DhcpEncodeError {
     DhcpEncodeError::Codec(error)
 }
@@ -813,6 +915,39 @@ pub fn encode_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_discover_decodes_as_a_relayed_discover_and_an_offer_to_it_is_recognised() {
+        let bytes =
+            encode_probe_discover(0xc0ff_ee01, [2, 0, 0, 1, 2, 3], Ipv4Addr::new(10, 1, 0, 1))
+                .unwrap();
+        let request = decode_request(&bytes).unwrap();
+        assert_eq!(request.message_type, MessageType::Discover);
+        assert_eq!(request.xid, 0xc0ff_ee01);
+        assert_eq!(request.giaddr, Ipv4Addr::new(10, 1, 0, 1));
+        let offer = encode_reply(
+            &request,
+            MessageType::Offer,
+            &ReplyFields {
+                server_identifier: Some(Ipv4Addr::new(10, 1, 0, 2)),
+                yiaddr: Some(Ipv4Addr::new(10, 1, 0, 50)),
+                ..ReplyFields::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            decode_reply(&offer).unwrap(),
+            ServerReply {
+                xid: 0xc0ff_ee01,
+                message_type: MessageType::Offer,
+                server_identifier: Some(Ipv4Addr::new(10, 1, 0, 2)),
+            }
+        );
+        assert!(matches!(
+            decode_reply(&bytes),
+            Err(DhcpDecodeError::NotAReply(1))
+        ));
+    }
 
     /// Build a request by hand: the fixed header, the cookie, then `options` (code, value).
     pub(crate) fn build_request(chaddr: [u8; 6], options: &[(u8, &[u8])]) -> Vec<u8> {
@@ -1163,6 +1298,17 @@ mod tests {
             options.extend(tlvs.iter().map(|(code, value)| (*code, value.as_slice())));
             let bytes = build_request([1; 6], &options);
             let _ = decode_request(&bytes);
+        }
+
+        /// Replies (probe answers) with random bytes after the header never panic.
+        #[test]
+        fn random_reply_bytes_never_panic(options in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400), cut in 0usize..700) {
+            let mut bytes = encode_probe_discover(7, [2; 6], Ipv4Addr::new(10, 0, 0, 1)).unwrap();
+            bytes[0] = 2;
+            bytes.truncate(FIXED_HEADER_LENGTH + 4);
+            bytes.extend_from_slice(&options);
+            bytes.truncate(cut);
+            let _ = decode_reply(&bytes);
         }
 
         /// Truncating or corrupting a captured DISCOVER never panics.
