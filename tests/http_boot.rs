@@ -98,6 +98,61 @@ fn profile_files_support_ranges_etags_and_head() {
     assert_eq!(status(&headers), 200);
     assert_eq!(body.len(), kernel.len());
 
+    // Several files on one keep-alive connection: large ones (sendfile), then a small one and a
+    // range (hyper), then a large one again, all exact.
+    let out = tempfile::tempdir().unwrap();
+    let small = format!("{base}/confluent-public/os/p1/profile.yaml");
+    let output = Command::new("curl")
+        .current_dir(out.path())
+        .args([
+            "-sf",
+            "-w",
+            "%{num_connects} ",
+            "-o",
+            "k1",
+            &url,
+            "-o",
+            "k2",
+            &url,
+        ])
+        .args(["-o", "small", &small])
+        .args([
+            "--next",
+            "-sf",
+            "-w",
+            "%{num_connects} ",
+            "-r",
+            "5-9",
+            "-o",
+            "part",
+            &url,
+        ])
+        .args(["--next", "-sf", "-w", "%{num_connects} ", "-o", "k3", &url])
+        .output()
+        .expect("curl");
+    assert!(output.status.success(), "{output:?}");
+    let connects: u32 = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(|count| count.parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(connects, 1, "curl reused one connection");
+    for name in ["k1", "k2", "k3"] {
+        assert_eq!(
+            std::fs::read(out.path().join(name)).unwrap(),
+            kernel,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(out.path().join("part")).unwrap(),
+        &kernel[5..10]
+    );
+    assert!(
+        std::fs::read_to_string(out.path().join("small"))
+            .unwrap()
+            .contains("P One")
+    );
+
     // HEAD (curl -I prints the headers again as its output, and no body).
     let (headers, body) = curl(&["-I", &url]);
     assert_eq!(status(&headers), 200);

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 /// Files up to this size are read in one go; larger ones are streamed.
-const SMALL_FILE: u64 = 256 * 1024;
+pub(crate) const SMALL_FILE: u64 = 256 * 1024;
 /// Chunk size when streaming.
 const CHUNK: usize = 2 * 1024 * 1024;
 /// Chunks read ahead of the connection.
@@ -63,7 +63,7 @@ pub fn canonical_roots(roots: &[&Path]) -> Vec<PathBuf> {
         .collect()
 }
 
-fn content_type(path: &Path) -> &'static str {
+pub(crate) fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|extension| extension.to_str()) {
         Some("efi" | "EFI") => "application/efi",
         Some("img") => "application/vnd.efi-img",
@@ -122,7 +122,7 @@ pub fn parse_range(value: &str, length: u64) -> RangeRequest {
     RangeRequest::Part { start, end }
 }
 
-fn etag_of(metadata: &std::fs::Metadata) -> String {
+pub(crate) fn etag_of(metadata: &std::fs::Metadata) -> String {
     format!(
         "\"{:x}-{:x}-{:x}\"",
         metadata.len(),

@@ -17,6 +17,7 @@
 
 pub mod boot;
 pub mod files;
+pub mod sendfile;
 pub mod websocket;
 
 use std::future::Future;
@@ -45,7 +46,7 @@ const MAX_CONNECTIONS: usize = 8192;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Idle keep-alive connections are closed after this long.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpBindError {
@@ -201,9 +202,10 @@ impl Service for HttpService {
                 |(stream, peer), token| {
                     let app = app.clone();
                     let tls = tls.clone();
+                    let boot = self.context.boot.clone();
                     async move {
                         let _ = stream.set_nodelay(true);
-                        if let Err(error) = serve_connection(stream, tls, app, token).await {
+                        if let Err(error) = serve_connection(stream, tls, app, boot, token).await {
                             tracing::debug!(%peer, error = %error, "http connection ended with an error");
                         }
                     }
@@ -219,6 +221,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
+    boot: Arc<crate::boot::Boot>,
     shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let service = hyper::service::service_fn(move |request| {
@@ -244,6 +247,15 @@ async fn serve_connection(
             serve_until(connection, shutdown).await
         }
         None => {
+            // Large public files first, with sendfile; hyper takes whatever comes next.
+            let mut stream = stream;
+            let next = tokio::select! {
+                next = sendfile::serve_leading_files(&mut stream, &boot) => next?,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            if let sendfile::Next::Close = next {
+                return Ok(());
+            }
             let connection = builder
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
             serve_until(connection, shutdown).await
