@@ -110,13 +110,22 @@ pub async fn serve_leading_files(
             response.push_str("Connection: close\r\n");
         }
         response.push_str("\r\n");
+        // Corked: the head and the file leave in full-sized segments, as with nginx's
+        // `tcp_nopush`.
+        set_cork(stream, true);
         stream.write_all(response.as_bytes()).await?;
-        send_file(stream, &file, length).await?;
+        let sent = send_file(stream, &file, length).await;
+        set_cork(stream, false);
+        sent?;
         if close {
             stream.shutdown().await?;
             return Ok(Next::Close);
         }
     }
+}
+
+fn set_cork(stream: &TcpStream, cork: bool) {
+    let _ = socket2::SockRef::from(stream).set_tcp_cork(cork);
 }
 
 /// Open a public file if it is large enough for this path: (file, length, etag, type).
