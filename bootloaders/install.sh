@@ -32,21 +32,36 @@ wanted() {
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 mkdir -p "$cache" "$dest"
-updated=no
-# fetch PACKAGE VERSION SHA256: leave the verified .deb in $cache and print its path.
+# apt_for PACKAGE[:ARCH]: apt-get with a private package index for a foreign architecture, so
+# the machine's own dpkg architectures and lists are left alone.
+apt_for() {
+    case "$1" in
+        *:*)
+            arch=${1#*:}
+            state="$cache/apt-$arch"
+            mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
+            chmod -R 0777 "$state"
+            echo "-o APT::Architecture=$arch -o APT::Architectures::=$arch -o Dir::State::Lists=$state/lists -o Dir::Cache=$state/cache -o Dir::State::status=/dev/null"
+            ;;
+        *) echo "" ;;
+    esac
+}
+# fetch PACKAGE[:ARCH] VERSION SHA256: leave the verified .deb in $cache and print its path.
 fetch() {
     deb="$cache/$1_$3.deb"
     if [ -f "$deb" ] && [ "$(sha "$deb")" = "$3" ]; then
         echo "$deb"; return 0
     fi
+    options=$(apt_for "$1")
+    name=${1%%:*}
     work=$(mktemp -d "$cache/download.XXXXXX")
     chmod 0777 "$work"
-    if ! (cd "$work" && apt-get download -q "$1=$2" >/dev/null 2>&1); then
-        if [ "$updated" = no ]; then
-            apt-get update -q >/dev/null 2>&1 || true
-            updated=yes
-        fi
-        if ! (cd "$work" && apt-get download -q "$1=$2" >&2); then
+    # shellcheck disable=SC2086
+    if ! (cd "$work" && apt-get $options download -q "$name=$2" >/dev/null 2>&1); then
+        # shellcheck disable=SC2086
+        apt-get $options update -q >/dev/null 2>&1 || true
+        # shellcheck disable=SC2086
+        if ! (cd "$work" && apt-get $options download -q "$name=$2" >&2); then
             rm -rf "$work"
             echo "install.sh: cannot download $1 $2 from the configured archive;" \
                  "update bootloaders/manifest to a version the archive has" >&2
