@@ -6,34 +6,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::DaemonProcess;
+use common::net::{KillOnDrop, Namespaces, require, run};
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
-
-fn run(program: &str, arguments: &[&str]) {
-    let output = Command::new(program)
-        .args(arguments)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-    assert!(
-        output.status.success(),
-        "{program} {arguments:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-    assert!(
-        found,
-        "{tool} is missing: apt-get install -y {package} (tests/run installs it when run as root)"
-    );
-}
 
 fn require_lab_tools() {
     // SAFETY: geteuid has no preconditions.
@@ -180,19 +160,6 @@ impl Drop for Lab {
     }
 }
 
-fn confluent(daemon: &DaemonProcess, arguments: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
-        .args(arguments)
-        .env("CONFLUENT_HOST", daemon.socket())
-        .output()
-        .expect("run confluent");
-    assert!(
-        output.status.success(),
-        "confluent {arguments:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// A client script that writes its environment (the options it received) to a file when it
 /// gets a lease.
 fn env_script(dir: &Path, name: &str, trigger_variable: &str) -> (PathBuf, PathBuf) {
@@ -244,15 +211,6 @@ fn udhcpc(
     read_env(&output)
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Run ISC dhclient in the foreground until its script reports a bound lease.
 fn dhclient(lab: &Lab, dir: &Path) -> std::collections::HashMap<String, String> {
     let (script, output) = env_script(dir, "dhclient", "new_ip_address");
@@ -287,25 +245,19 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
     let dir = tempfile::tempdir().unwrap();
     let daemon = lab.start_daemon(&dir.path().join("state"));
     // Defined after the daemon started: the service sees it through the config watcher.
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "n1",
-            "net.eth0.hwaddr=52:54:00:61:00:0b",
-            "net.eth0.ipv4_address=10.61.0.11/24",
-            "net.eth0.ipv4_gateway=10.61.0.254",
-        ],
-    );
-    confluent(
-        &daemon,
-        &[
-            "nodegroupattrib",
-            "everything",
-            "dns.servers=10.61.0.53",
-            "dns.domain=cluster.example",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "n1",
+        "net.eth0.hwaddr=52:54:00:61:00:0b",
+        "net.eth0.ipv4_address=10.61.0.11/24",
+        "net.eth0.ipv4_gateway=10.61.0.254",
+    ]);
+    daemon.cli_ok(&[
+        "nodegroupattrib",
+        "everything",
+        "dns.servers=10.61.0.53",
+        "dns.domain=cluster.example",
+    ]);
     lab.set_client_mac("52:54:00:61:00:0b");
     let lease = udhcpc(&lab, dir.path(), "first", &[]);
     assert_eq!(lease.get("dns").map(String::as_str), Some("10.61.0.53"));
@@ -328,23 +280,17 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
     );
 
     // A new address for the node is handed out on the next exchange.
-    confluent(
-        &daemon,
-        &["nodeattrib", "n1", "net.eth0.ipv4_address=10.61.0.12/24"],
-    );
+    daemon.cli_ok(&["nodeattrib", "n1", "net.eth0.ipv4_address=10.61.0.12/24"]);
     let lease = udhcpc(&lab, dir.path(), "second", &[]);
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.61.0.12"));
 
     // A pending profile (and insecure protocols allowed) adds the boot file for UEFI PXE.
-    confluent(
-        &daemon,
-        &[
-            "nodeattrib",
-            "n1",
-            "deployment.pendingprofile=rocky-9",
-            "deployment.useinsecureprotocols=firmware",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodeattrib",
+        "n1",
+        "deployment.pendingprofile=rocky-9",
+        "deployment.useinsecureprotocols=firmware",
+    ]);
     let lease = udhcpc(
         &lab,
         dir.path(),
@@ -469,15 +415,12 @@ fn dhclient_gets_its_reservation() {
     let lab = Lab::new("10.62.0");
     let dir = tempfile::tempdir().unwrap();
     let daemon = lab.start_daemon(&dir.path().join("state"));
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "d1",
-            "net.hwaddr=52:54:00:62:00:21",
-            "net.ipv4_address=10.62.0.21",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "d1",
+        "net.hwaddr=52:54:00:62:00:21",
+        "net.ipv4_address=10.62.0.21",
+    ]);
     lab.set_client_mac("52:54:00:62:00:21");
     let lease = dhclient(&lab, dir.path());
     assert_eq!(
@@ -504,15 +447,12 @@ fn unknown_macs_get_pool_addresses_that_survive_a_restart() {
     let state = dir.path().join("state");
     let daemon = lab.start_daemon(&state);
     // A reservation inside the pool is never handed to another MAC.
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "r1",
-            "net.hwaddr=52:54:00:63:00:99",
-            "net.ipv4_address=10.63.0.128",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "r1",
+        "net.hwaddr=52:54:00:63:00:99",
+        "net.ipv4_address=10.63.0.128",
+    ]);
     lab.set_client_mac("52:54:00:63:00:01");
     let first = udhcpc(&lab, dir.path(), "first", &[]);
     assert_eq!(first.get("ip").map(String::as_str), Some("10.63.0.129"));
@@ -527,20 +467,6 @@ fn unknown_macs_get_pool_addresses_that_survive_a_restart() {
     let second = udhcpc(&lab, dir.path(), "second", &[]);
     assert_eq!(second.get("ip").map(String::as_str), Some("10.63.0.130"));
     daemon.stop();
-}
-
-/// Namespaces deleted on drop.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for namespace in self.0.iter().rev() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 fn veth(left_namespace: &str, left: &str, right_namespace: &str, right: &str) {
@@ -636,15 +562,12 @@ fn relayed_client_gets_an_address_on_its_own_subnet() {
         &["ip", "netns", "exec", &server],
         &["--dhcp", &dhcp, "--dhcp-relayed-subnet", "10.64.1.0/24"],
     );
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "behind-relay",
-            "net.hwaddr=52:54:00:64:01:14",
-            "net.ipv4_address=10.64.1.20/24",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "behind-relay",
+        "net.hwaddr=52:54:00:64:01:14",
+        "net.ipv4_address=10.64.1.20/24",
+    ]);
     let relay_pid = dir.path().join("relay.pid");
     let relay_process = Command::new("ip")
         .args(["netns", "exec", &relay, "dhcrelay", "-4", "-d", "-q", "-a"])
@@ -673,16 +596,13 @@ fn relayed_client_gets_an_address_on_its_own_subnet() {
     let lease = udhcpc(&lab, dir.path(), "pool", &[]);
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.64.1.128"));
     // A subnet object for the relayed subnet: its pool and router, without a restart.
-    confluent(
-        &daemon,
-        &[
-            "dhcpsubnet",
-            "set",
-            "10.64.1.0/24",
-            "pools=10.64.1.60-10.64.1.69",
-            "routers=10.64.1.254",
-        ],
-    );
+    daemon.cli_ok(&[
+        "dhcpsubnet",
+        "set",
+        "10.64.1.0/24",
+        "pools=10.64.1.60-10.64.1.69",
+        "routers=10.64.1.254",
+    ]);
     let lease = udhcpc_until(&lab, dir.path(), 0x64, |lease| {
         lease
             .get("ip")
@@ -715,20 +635,6 @@ fn udhcpc_until(
     unreachable!()
 }
 
-fn confluent_output(daemon: &DaemonProcess, arguments: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_confluent"))
-        .args(arguments)
-        .env("CONFLUENT_HOST", daemon.socket())
-        .output()
-        .expect("run confluent");
-    assert!(
-        output.status.success(),
-        "confluent {arguments:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn subnet_object_set_through_the_cli_applies_without_restart_and_survives_one() {
     let lab = Lab::new("10.70.0");
@@ -740,18 +646,15 @@ fn subnet_object_set_through_the_cli_applies_without_restart_and_survives_one() 
     let lease = udhcpc(&lab, dir.path(), "default", &[]);
     assert_eq!(lease.get("ip").map(String::as_str), Some("10.70.0.128"));
     assert_eq!(lease.get("router"), None);
-    let set = confluent_output(
-        &daemon,
-        &[
-            "dhcpsubnet",
-            "set",
-            "10.70.0.0/24",
-            "pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69",
-            "routers=10.70.0.254",
-            "dns_servers=10.70.0.53",
-            "lease_time=600",
-        ],
-    );
+    let set = daemon.cli_ok(&[
+        "dhcpsubnet",
+        "set",
+        "10.70.0.0/24",
+        "pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69",
+        "routers=10.70.0.254",
+        "dns_servers=10.70.0.53",
+        "lease_time=600",
+    ]);
     assert_eq!(
         set.trim(),
         "10.70.0.0/24: dns_servers=10.70.0.53 lease_time=600 pools=10.70.0.40-10.70.0.41,10.70.0.60-10.70.0.69 routers=10.70.0.254"
@@ -783,7 +686,11 @@ fn subnet_object_set_through_the_cli_applies_without_restart_and_survives_one() 
     // Durable: after a SIGKILL the object is still there and still served.
     daemon.kill();
     let daemon = lab.start_daemon(&state);
-    assert!(confluent_output(&daemon, &["dhcpsubnet", "list"]).contains("routers=10.70.0.254"));
+    assert!(
+        daemon
+            .cli_ok(&["dhcpsubnet", "list"])
+            .contains("routers=10.70.0.254")
+    );
     lab.set_client_mac("52:54:00:70:00:02");
     let lease = udhcpc(&lab, dir.path(), "after-restart", &[]);
     let ip = lease.get("ip").cloned().unwrap_or_default();
@@ -793,7 +700,9 @@ fn subnet_object_set_through_the_cli_applies_without_restart_and_survives_one() 
     );
     // Removed: back to the default pool.
     assert_eq!(
-        confluent_output(&daemon, &["dhcpsubnet", "remove", "10.70.0.0/24"]).trim(),
+        daemon
+            .cli_ok(&["dhcpsubnet", "remove", "10.70.0.0/24"])
+            .trim(),
         "10.70.0.0/24: removed"
     );
     let lease = udhcpc_until(&lab, dir.path(), 0x71, |lease| {
@@ -836,17 +745,14 @@ fn firmware_gets_boot_file(subnet_prefix: &str, mac: &str, qemu_extra: &[&str], 
     );
     let hwaddr = format!("net.eth0.hwaddr={mac}");
     let reserved = format!("net.eth0.ipv4_address={subnet_prefix}.21/24");
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "fw1",
-            &hwaddr,
-            &reserved,
-            "deployment.pendingprofile=rocky-9",
-            "deployment.useinsecureprotocols=firmware",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "fw1",
+        &hwaddr,
+        &reserved,
+        "deployment.pendingprofile=rocky-9",
+        "deployment.useinsecureprotocols=firmware",
+    ]);
     let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
     let qemu = Command::new("ip")
         .args(["netns", "exec", &server, "qemu-system-x86_64"])
@@ -1010,16 +916,13 @@ fn boot_next_to_dnsmasq(
         &["ip", "netns", "exec", &server],
         &["--dhcp", &dhcp],
     );
-    confluent(
-        &daemon,
-        &[
-            "nodedefine",
-            "px1",
-            "net.eth0.hwaddr=52:54:00:67:00:01",
-            "deployment.pendingprofile=rocky-9",
-            "deployment.useinsecureprotocols=firmware",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "px1",
+        "net.eth0.hwaddr=52:54:00:67:00:01",
+        "deployment.pendingprofile=rocky-9",
+        "deployment.useinsecureprotocols=firmware",
+    ]);
     let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
     let qemu = Command::new("ip")
         .args(["netns", "exec", &server, "qemu-system-x86_64"])
@@ -1229,16 +1132,13 @@ fn pxe_boot_server_request(
 
 fn define_uefi_pxe_node(daemon: &DaemonProcess, name: &str, mac: &str) {
     let hwaddr = format!("net.eth0.hwaddr={mac}");
-    confluent(
-        daemon,
-        &[
-            "nodedefine",
-            name,
-            &hwaddr,
-            "deployment.pendingprofile=rocky-9",
-            "deployment.useinsecureprotocols=firmware",
-        ],
-    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        name,
+        &hwaddr,
+        "deployment.pendingprofile=rocky-9",
+        "deployment.useinsecureprotocols=firmware",
+    ]);
 }
 
 #[test]

@@ -38,7 +38,8 @@ pub struct Namespaces(pub Vec<String>);
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        for namespace in &self.0 {
+        // In reverse: the last namespace made is the first deleted.
+        for namespace in self.0.iter().rev() {
             let _ = Command::new("ip")
                 .args(["netns", "del", namespace])
                 .stderr(Stdio::null())
