@@ -415,12 +415,16 @@ struct LeaseSnapshot {
 
 /// The durable side of the leases: `<dir>/leases.json` plus `<dir>/journal/*.wal`.
 pub struct LeaseJournal {
-    journal: Journal<()>,
+    journal: Journal<Option<AfterDurable>>,
     dir: PathBuf,
     next_seq: u64,
     /// Records appended since `leases.json` was last written.
     appended_since_compaction: u64,
 }
+
+/// Work run on the journal's writer thread once a record is durable (sending its ACK), so a
+/// reply costs no task wake-up. Must not block.
+pub type AfterDurable = Box<dyn FnOnce() + Send>;
 
 /// Compact the journal into `leases.json` once this many records were appended.
 pub const COMPACT_AFTER_RECORDS: u64 = 50_000;
@@ -546,7 +550,11 @@ impl LeaseJournal {
             next_seq,
             "dhcp-leases",
             JOURNAL_LINGER,
-            |()| {},
+            |after: Option<AfterDurable>| {
+                if let Some(after) = after {
+                    after();
+                }
+            },
         )
         .map_err(LeaseOpenError::Start)?;
         Ok((
@@ -566,6 +574,16 @@ impl LeaseJournal {
         &mut self,
         record: &LeaseRecord,
     ) -> Result<impl Future<Output = Result<(), LeaseWriteError>> + use<>, LeaseWriteError> {
+        self.append_then(record, None)
+    }
+
+    /// [`LeaseJournal::append`], running `after` on the writer thread once the record is
+    /// durable (never if it fails).
+    pub fn append_then(
+        &mut self,
+        record: &LeaseRecord,
+        after: Option<AfterDurable>,
+    ) -> Result<impl Future<Output = Result<(), LeaseWriteError>> + use<>, LeaseWriteError> {
         let payload = serde_json::to_vec(record).map_err(|error| {
             LeaseWriteError::Write(Arc::new(JournalError::Write {
                 path: PathBuf::new(),
@@ -574,7 +592,7 @@ impl LeaseJournal {
         })?;
         let receiver = self
             .journal
-            .append(self.next_seq, payload, ())
+            .append(self.next_seq, payload, after)
             .map_err(LeaseWriteError::Queue)?;
         self.next_seq += 1;
         self.appended_since_compaction += 1;

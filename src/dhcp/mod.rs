@@ -749,6 +749,8 @@ fn handle_datagram(
         pxe_port: served.pxe_port,
     };
     let now = tokio::time::Instant::now();
+    // A reply that must wait for its lease record is sent by the journal's writer thread.
+    let mut permit = Some(permit);
     let (decision, durable) = {
         let directory = shared.directory.read();
         let mut table = shared.leases.lock();
@@ -756,7 +758,7 @@ fn handle_datagram(
         if let Some(link) = &decision.short_link {
             shared.short_links.insert(&link.id, &link.target);
         }
-        let mut durable = None;
+        let mut durable = false;
         if let (Some(mac), change) = (request.mac, decision.lease)
             && change != LeaseChange::None
         {
@@ -767,8 +769,12 @@ fn handle_datagram(
                 _ => false,
             };
             match table.leases.apply(mac, change, reserved_for_mac, now) {
-                Ok(Some(record)) => match table.journal.append(&record) {
-                    Ok(wait) => durable = Some(wait),
+                Ok(Some(record)) => match table.journal.append_then(
+                    &record,
+                    durable_reply(served, shared, &request, &decision, source, &mut permit),
+                ) {
+                    // The future is not awaited: the writer thread sends the reply.
+                    Ok(_) => durable = true,
                     Err(error) => {
                         tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "lease journal refused a record; not replying");
                         return;
@@ -828,6 +834,10 @@ fn handle_datagram(
         exchange.reason
     );
     shared.exchanges.push(exchange);
+    if durable {
+        // Sent (or being sent) by the lease journal's writer thread once durable.
+        return;
+    }
     let Action::Respond {
         message_type,
         fields,
@@ -846,22 +856,14 @@ fn handle_datagram(
             return;
         }
     };
-    // RFC 2131 section 4.1: relayed -> the relay's server port; a client with an address
-    // (renewing, INFORM) -> unicast; otherwise broadcast on the ingress interface.
-    let destination = if served.pxe_port && !source.ip().is_unspecified() {
-        // A boot server request on port 4011 is answered to where it came from.
-        source
-    } else if !request.giaddr.is_unspecified() {
-        SocketAddrV4::new(request.giaddr, wire::SERVER_PORT)
-    } else if !request.ciaddr.is_unspecified() && message_type != MessageType::Nak {
-        SocketAddrV4::new(request.ciaddr, wire::CLIENT_PORT)
-    } else {
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::CLIENT_PORT)
-    };
+    let destination = reply_destination(served, &request, message_type, source);
     let source_address = served_scope.server_address;
+    let Some(permit) = permit else {
+        return;
+    };
     // Nothing to wait for (OFFERs, proxy replies, NAKs): send from the receive loop instead of
     // spawning a task per reply; only a full socket buffer falls back to the task.
-    if durable.is_none() {
+    {
         match served
             .socket
             .try_send(&payload, destination, source_address)
@@ -883,9 +885,6 @@ fn handle_datagram(
     tracker.spawn(async move {
         let _permit = permit;
         let send = async {
-            if let Some(durable) = durable {
-                durable.await.map_err(|error| format!("{error}"))?;
-            }
             socket
                 .send(&payload, destination, source_address)
                 .await
@@ -903,6 +902,87 @@ fn handle_datagram(
             }
         }
     });
+}
+
+/// Where a reply goes (RFC 2131 section 4.1): a port-4011 request back to its sender; relayed
+/// to the relay's server port; a client with an address (renewing, INFORM) by unicast;
+/// otherwise broadcast on the ingress interface.
+fn reply_destination(
+    served: &Served,
+    request: &wire::DhcpRequest,
+    message_type: MessageType,
+    source: SocketAddrV4,
+) -> SocketAddrV4 {
+    if served.pxe_port && !source.ip().is_unspecified() {
+        source
+    } else if !request.giaddr.is_unspecified() {
+        SocketAddrV4::new(request.giaddr, wire::SERVER_PORT)
+    } else if !request.ciaddr.is_unspecified() && message_type != MessageType::Nak {
+        SocketAddrV4::new(request.ciaddr, wire::CLIENT_PORT)
+    } else {
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::CLIENT_PORT)
+    }
+}
+
+/// The reply of a decision that changes a lease, packaged to be sent by the lease journal's
+/// writer thread once the record is durable (taking the in-flight permit with it). `None` when
+/// there is nothing to send.
+fn durable_reply(
+    served: &Served,
+    shared: &Arc<Shared>,
+    request: &wire::DhcpRequest,
+    decision: &policy::Decision,
+    source: SocketAddrV4,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Option<leases::AfterDurable> {
+    let Action::Respond {
+        message_type,
+        fields,
+    } = &decision.action
+    else {
+        return None;
+    };
+    let payload = match wire::encode_reply(request, *message_type, fields) {
+        Ok(payload) => payload,
+        Err(error) => {
+            shared
+                .counters
+                .reply_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %error, "failed to encode a DHCP reply");
+            return None;
+        }
+    };
+    let destination = reply_destination(served, request, *message_type, source);
+    let source_address = served.interface.scope().server_address;
+    let socket = served.socket.clone();
+    let counters = shared.counters.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let permit = permit.take();
+    Some(Box::new(move || {
+        match socket.try_send(&payload, destination, source_address) {
+            Ok(()) => drop(permit),
+            // A full socket buffer: finish on the runtime, which can wait for room.
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                runtime.spawn(async move {
+                    let _permit = permit;
+                    let sent = tokio::time::timeout(
+                        REPLY_TIMEOUT,
+                        socket.send(&payload, destination, source_address),
+                    )
+                    .await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        counters.reply_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            Err(error) => {
+                drop(permit);
+                counters.reply_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, destination = %destination, "DHCP reply not sent");
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
