@@ -3,8 +3,10 @@
 //! that feeds it packets from the served interfaces ([`socket`]) and sends its replies.
 //!
 //! Per packet: decode ([`crate::proto::dhcp`]), decide under the directory read lock and the
-//! lease lock, apply the lease change, queue its journal record, then (outside every lock)
-//! wait until the record is durable and send the reply. Every exchange is logged and kept in a
+//! lease lock, apply the lease change and queue its journal record together with its encoded
+//! reply, which the journal's writer thread sends right after the sync that makes the record
+//! durable; replies with no record (OFFERs, proxy replies) are sent from the receive loop at
+//! once. Every exchange is logged and kept in a
 //! small in-memory ring ([`ExchangeLog`]). A bad packet is counted and logged at debug; only
 //! socket failures end the service.
 
