@@ -840,23 +840,8 @@ fn handle_datagram(
         // Sent (or being sent) by the lease journal's writer thread once durable.
         return;
     }
-    let Action::Respond {
-        message_type,
-        fields,
-    } = decision.action
-    else {
+    let Some((message_type, payload)) = encode_reply(shared, &request, &decision) else {
         return;
-    };
-    let payload = match wire::encode_reply(&request, message_type, &fields) {
-        Ok(payload) => payload,
-        Err(error) => {
-            shared
-                .counters
-                .reply_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %error, "failed to encode a DHCP reply");
-            return;
-        }
     };
     let destination = reply_destination(served, &request, message_type, source);
     let source_address = served_scope.server_address;
@@ -926,6 +911,32 @@ fn reply_destination(
     }
 }
 
+/// The encoded reply of a decision that answers (an encoding failure is counted and logged).
+fn encode_reply(
+    shared: &Shared,
+    request: &wire::DhcpRequest,
+    decision: &policy::Decision,
+) -> Option<(MessageType, Vec<u8>)> {
+    let Action::Respond {
+        message_type,
+        fields,
+    } = &decision.action
+    else {
+        return None;
+    };
+    match wire::encode_reply(request, *message_type, fields) {
+        Ok(payload) => Some((*message_type, payload)),
+        Err(error) => {
+            shared
+                .counters
+                .reply_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %error, "failed to encode a DHCP reply");
+            None
+        }
+    }
+}
+
 /// The reply of a decision that changes a lease, packaged to be sent by the lease journal's
 /// writer thread once the record is durable (taking the in-flight permit with it). `None` when
 /// there is nothing to send.
@@ -937,25 +948,8 @@ fn durable_reply(
     source: SocketAddrV4,
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Option<leases::AfterDurable> {
-    let Action::Respond {
-        message_type,
-        fields,
-    } = &decision.action
-    else {
-        return None;
-    };
-    let payload = match wire::encode_reply(request, *message_type, fields) {
-        Ok(payload) => payload,
-        Err(error) => {
-            shared
-                .counters
-                .reply_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %error, "failed to encode a DHCP reply");
-            return None;
-        }
-    };
-    let destination = reply_destination(served, request, *message_type, source);
+    let (message_type, payload) = encode_reply(shared, request, decision)?;
+    let destination = reply_destination(served, request, message_type, source);
     let source_address = served.interface.scope().server_address;
     let socket = served.socket.clone();
     let counters = shared.counters.clone();
