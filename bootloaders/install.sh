@@ -32,6 +32,9 @@ wanted() {
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 mkdir -p "$cache" "$dest"
+# Concurrent runs (parallel tests) share the cache and apt's lists: one at a time.
+exec 9>"$cache/.lock"
+flock 9
 # apt_for PACKAGE[:ARCH]: apt-get with a private package index for a foreign architecture, so
 # the machine's own dpkg architectures and lists are left alone.
 apt_for() {

@@ -9,6 +9,10 @@ set -eu
 dir=$1
 [ -s "$dir/kernel" ] && [ -s "$dir/initramfs.cpio" ] && exit 0
 mkdir -p "$dir"
+# Tests run in parallel: one builds, the others wait for it and find the files.
+exec 9>"$dir/.lock"
+flock 9
+[ -s "$dir/kernel" ] && [ -s "$dir/initramfs.cpio" ] && exit 0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 chmod 0777 "$work"
