@@ -25,28 +25,19 @@ seconds=${SECONDS_PER_RUN:-10}
 clients=${CLIENTS:-30000}
 nodes=${NODES:-0}
 
-tag=b$$
-srv=cfbench-s$tag; cli=cfbench-c$tag; sif=bs$tag; cif=bc$tag
+. benches/support/lab.sh
 work=$(mktemp -d)
 out_dir=${OUT_DIR:-$work}
 mkdir -p "$out_dir"
 server_pid=
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-    ip netns del "$cli" 2>/dev/null || true
-    ip netns del "$srv" 2>/dev/null || true
+    lab_down
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-ip netns add "$srv"; ip netns add "$cli"
-ip link add "$sif" type veth peer name "$cif"
-ip link set "$sif" netns "$srv"; ip link set "$cif" netns "$cli"
-ip -n "$srv" addr add 10.90.0.1/16 dev "$sif"; ip -n "$cli" addr add 10.90.0.2/16 dev "$cif"
-for pair in "$srv $sif" "$cli $cif"; do
-    set -- $pair
-    ip -n "$1" link set "$2" up; ip -n "$1" link set lo up
-done
+lab_up dhcp 10.90.0.1/16 10.90.0.2/16
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_second=$(getconf CLK_TCK)

@@ -35,8 +35,8 @@ windows=${WINDOWS:-"1 4 16"}
 # disturb the namespaces below, but this benchmark promises not to leave it running.
 if [ -x /etc/init.d/tftpd-hpa ]; then /etc/init.d/tftpd-hpa stop >/dev/null 2>&1 || true; fi
 
+. benches/support/lab.sh
 tag=t$$
-srv=cftftp-s$tag; cli=cftftp-c$tag; sif=ts$tag; cif=tc$tag
 work=$(mktemp -d /dev/shm/cftftp.XXXXXX)
 cgroup=/sys/fs/cgroup/cpuacct/cftftp-$tag
 chmod 755 "$work"
@@ -44,20 +44,12 @@ server_pid=
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
     rmdir "$cgroup" 2>/dev/null || true
-    ip netns del "$cli" 2>/dev/null || true
-    ip netns del "$srv" 2>/dev/null || true
+    lab_down
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-ip netns add "$srv"; ip netns add "$cli"
-ip link add "$sif" type veth peer name "$cif"
-ip link set "$sif" netns "$srv"; ip link set "$cif" netns "$cli"
-ip -n "$srv" addr add 10.91.0.1/24 dev "$sif"; ip -n "$cli" addr add 10.91.0.2/24 dev "$cif"
-for pair in "$srv $sif" "$cli $cif"; do
-    set -- $pair
-    ip -n "$1" link set "$2" up; ip -n "$1" link set lo up
-done
+lab_up tftp 10.91.0.1/24 10.91.0.2/24
 
 # The files, served from a directory both servers can read (in.tftpd runs as user tftp).
 files=$work/files
