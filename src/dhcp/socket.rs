@@ -158,20 +158,8 @@ impl InterfaceSocket {
         destination: SocketAddrV4,
         source_address: Ipv4Addr,
     ) -> std::io::Result<()> {
-        let fd = self.socket.as_raw_fd();
-        let info = packet_info(self.interface_index, source_address);
-        let address = SockaddrIn::from(destination);
         self.socket.try_io(Interest::WRITABLE, || {
-            let control = [ControlMessage::Ipv4PacketInfo(&info)];
-            sendmsg(
-                fd,
-                &[IoSlice::new(payload)],
-                &control,
-                MsgFlags::MSG_DONTWAIT,
-                Some(&address),
-            )
-            .map(|_| ())
-            .map_err(std::io::Error::from)
+            self.send_now(payload, destination, source_address)
         })
     }
 
@@ -182,23 +170,31 @@ impl InterfaceSocket {
         destination: SocketAddrV4,
         source_address: Ipv4Addr,
     ) -> std::io::Result<()> {
-        let fd = self.socket.as_raw_fd();
-        let info = packet_info(self.interface_index, source_address);
-        let address = SockaddrIn::from(destination);
         self.socket
             .async_io(Interest::WRITABLE, || {
-                let control = [ControlMessage::Ipv4PacketInfo(&info)];
-                sendmsg(
-                    fd,
-                    &[IoSlice::new(payload)],
-                    &control,
-                    MsgFlags::MSG_DONTWAIT,
-                    Some(&address),
-                )
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+                self.send_now(payload, destination, source_address)
             })
             .await
+    }
+
+    /// One non-blocking `sendmsg` with IP_PKTINFO.
+    fn send_now(
+        &self,
+        payload: &[u8],
+        destination: SocketAddrV4,
+        source_address: Ipv4Addr,
+    ) -> std::io::Result<()> {
+        let info = packet_info(self.interface_index, source_address);
+        let control = [ControlMessage::Ipv4PacketInfo(&info)];
+        sendmsg(
+            self.socket.as_raw_fd(),
+            &[IoSlice::new(payload)],
+            &control,
+            MsgFlags::MSG_DONTWAIT,
+            Some(&SockaddrIn::from(destination)),
+        )
+        .map(|_| ())
+        .map_err(std::io::Error::from)
     }
 }
 
