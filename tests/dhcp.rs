@@ -341,19 +341,8 @@ fn udhcpc_gets_its_reservation_and_options_then_changes_apply_without_restart() 
     );
 
     // "Why did n1 boot?": every exchange is recorded with its decision and reason.
-    let messages = daemon
-        .client()
-        .request(
-            "retrieve",
-            "/networking/dhcp/exchanges",
-            serde_json::json!({}),
-        )
-        .expect("retrieve exchanges");
-    let exchanges: Vec<&serde_json::Value> = messages
-        .iter()
-        .filter_map(|message| message.get("exchange"))
-        .collect();
-    assert!(exchanges.len() >= 8, "{messages:?}");
+    let exchanges = daemon.dhcp_exchanges();
+    assert!(exchanges.len() >= 8, "{exchanges:?}");
     let pxe_offer = exchanges
         .iter()
         .find(|exchange| {
@@ -776,18 +765,7 @@ fn firmware_gets_boot_file(subnet_prefix: &str, mac: &str, qemu_extra: &[&str], 
     let expected = expected.replace("{http_port}", &daemon.listener("http").port().to_string());
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let messages = daemon
-            .client()
-            .request(
-                "retrieve",
-                "/networking/dhcp/exchanges",
-                serde_json::json!({}),
-            )
-            .expect("retrieve exchanges");
-        let exchanges: Vec<&serde_json::Value> = messages
-            .iter()
-            .filter_map(|message| message.get("exchange"))
-            .collect();
+        let exchanges = daemon.dhcp_exchanges();
         // An ACK means the firmware accepted our OFFER (boot file included) and requested it.
         if exchanges.iter().any(|exchange| {
             exchange["reply"] == "ACK"
@@ -941,7 +919,7 @@ fn boot_next_to_dnsmasq(
     );
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let exchanges = exchanges(&daemon);
+        let exchanges = daemon.dhcp_exchanges();
         let offered = exchanges.iter().any(|exchange| {
             exchange["reply"] == "OFFER"
                 && exchange["node"] == "px1"
@@ -990,20 +968,6 @@ fn dnsmasq(namespace: &str, interface: &str, dir: &Path, range: &str) -> KillOnD
         .spawn()
         .expect("run dnsmasq");
     KillOnDrop(child)
-}
-
-fn exchanges(daemon: &DaemonProcess) -> Vec<serde_json::Value> {
-    daemon
-        .client()
-        .request(
-            "retrieve",
-            "/networking/dhcp/exchanges",
-            serde_json::json!({}),
-        )
-        .expect("retrieve exchanges")
-        .into_iter()
-        .filter_map(|mut message| message.get_mut("exchange").map(serde_json::Value::take))
-        .collect()
 }
 
 /// The `dhcp.mode` events recorded so far, oldest first.
@@ -1163,13 +1127,13 @@ fn pxe_boot_server_request_on_port_4011_gets_an_ack_with_the_boot_file() {
         assert!(
             Instant::now() < deadline,
             "no answer on port 4011: {:?}",
-            exchanges(&daemon)
+            daemon.dhcp_exchanges()
         );
     };
     assert_eq!(answer.message_type, 5, "not an ACK: {answer:?}");
     assert_eq!(answer.file, "x86_64/ipxe.efi");
     assert_eq!(answer.siaddr, server);
-    let recorded = exchanges(&daemon);
+    let recorded = daemon.dhcp_exchanges();
     assert!(
         recorded
             .iter()
@@ -1248,7 +1212,7 @@ fn auto_mode_serves_full_alone_and_turns_proxy_when_another_server_appears() {
         .expect("boot server answer after the switch to proxy");
     assert_eq!(answer.message_type, 5, "{answer:?}");
     assert_eq!(answer.file, "x86_64/ipxe.efi");
-    let recorded = exchanges(&daemon);
+    let recorded = daemon.dhcp_exchanges();
     assert!(
         recorded
             .iter()

@@ -226,17 +226,9 @@ fn boots_to_initramfs(
         started.elapsed().as_secs_f64()
     );
     let http_port = daemon.listener("http").port().to_string();
-    let exchanges = daemon
-        .client()
-        .request(
-            "retrieve",
-            "/networking/dhcp/exchanges",
-            serde_json::json!({}),
-        )
-        .expect("retrieve exchanges");
-    let files: Vec<String> = exchanges
+    let files: Vec<String> = daemon
+        .dhcp_exchanges()
         .iter()
-        .filter_map(|message| message.get("exchange"))
         .filter(|exchange| exchange["reply"] == "ACK" && exchange["node"] == "n1")
         .filter_map(|exchange| exchange["boot_file"].as_str().map(str::to_string))
         .collect();

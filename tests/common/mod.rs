@@ -132,6 +132,20 @@ impl DaemonProcess {
         String::from_utf8_lossy(&output.stdout).to_string()
     }
 
+    /// The DHCP service's recent exchanges (`/networking/dhcp/exchanges`), oldest first.
+    pub fn dhcp_exchanges(&self) -> Vec<serde_json::Value> {
+        self.client()
+            .request(
+                "retrieve",
+                "/networking/dhcp/exchanges",
+                serde_json::json!({}),
+            )
+            .expect("retrieve exchanges")
+            .into_iter()
+            .filter_map(|mut message| message.get_mut("exchange").map(serde_json::Value::take))
+            .collect()
+    }
+
     pub fn client(&self) -> Client {
         Client::connect_to(&self.socket()).expect("connect to confluentd")
     }
