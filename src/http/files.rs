@@ -183,6 +183,11 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 impl SmallFileCache {
+    /// Whether `request` under `root` is a small file served from memory right now.
+    pub fn holds(&self, root: &Path, request: &str) -> bool {
+        self.get(&cache_key(root, request)).is_some()
+    }
+
     fn get(&self, key: &Path) -> Option<Cached> {
         let entries = self.entries.lock();
         let entry = entries.get(key)?;
@@ -201,6 +206,10 @@ impl SmallFileCache {
         }
         self.bytes.fetch_add(size, Ordering::Relaxed);
     }
+}
+
+fn cache_key(root: &Path, request: &str) -> PathBuf {
+    root.join(request.trim_start_matches('/'))
 }
 
 enum OpenError {
@@ -247,7 +256,7 @@ pub async fn serve(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let key = root.join(request.trim_start_matches('/'));
+    let key = cache_key(root, request);
     if let Some(cached) = cache.get(&key) {
         let opened = Opened {
             content_type: cached.content_type,

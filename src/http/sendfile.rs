@@ -93,6 +93,10 @@ pub async fn serve_leading_files(
         let Some((head_length, relative, close)) = plan(&buffer[..peeked]) else {
             return Ok(Next::Hyper);
         };
+        // A small file already in memory: no need to look at the file system here.
+        if boot.file_cache.holds(&boot.public, &relative) {
+            return Ok(Next::Hyper);
+        }
         let opened = {
             let boot = boot.clone();
             tokio::task::spawn_blocking(move || open_large(&boot, &relative)).await
