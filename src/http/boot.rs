@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::files;
+use super::files::{self, plain};
 use crate::boot::{Identity, profile, scripts};
 use crate::daemon::Context;
 use crate::eventlog::Event;
@@ -34,17 +34,6 @@ pub fn routes(secure: bool) -> Router<Context> {
         .route("/boot/su/{id}/{*name}", get(short_link_named))
         .route("/boot/{kind}/{id}/{*file}", get(by_identity))
         .route("/confluent-api/boot/{kind}/{id}/{*file}", get(by_identity))
-}
-
-fn plain(status: StatusCode, text: impl Into<String>) -> Response {
-    let mut text = text.into();
-    text.push('\n');
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text,
-    )
-        .into_response()
 }
 
 fn script(text: String) -> Response {

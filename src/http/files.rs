@@ -138,11 +138,14 @@ fn matches_etag(list: &str, etag: &str) -> bool {
     })
 }
 
-fn plain(status: StatusCode, text: &str) -> Response {
+/// A one-line plain-text answer (firmware and iPXE show it as is).
+pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> Response {
+    let mut text = text.into();
+    text.push('\n');
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{text}\n"),
+        text,
     )
         .into_response()
 }
