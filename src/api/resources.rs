@@ -293,14 +293,7 @@ fn encoded_attribute_read(
             let Some(record) = store.node(&node) else {
                 return Ok(None);
             };
-            let names = attribute_names(store, record, all, requested.as_deref());
-            let attributes: Vec<(Arc<str>, Resolved)> = names
-                .into_iter()
-                .filter_map(|name| {
-                    let resolved = store.resolve_in(&node, record, &name);
-                    (all || resolved.value != ResolvedValue::Unset).then_some((name, resolved))
-                })
-                .collect();
+            let attributes = resolved_attributes(store, &node, record, all, requested.as_deref());
             Ok(serde_json::to_vec(&NodeAttributes(&attributes))
                 .ok()
                 .map(Answer::Document))
@@ -317,14 +310,7 @@ fn encoded_attribute_read(
             let Some(record) = store.node(node) else {
                 continue;
             };
-            let names = attribute_names(store, record, all, requested.as_deref());
-            let attributes: Vec<(Arc<str>, Resolved)> = names
-                .into_iter()
-                .filter_map(|name| {
-                    let resolved = store.resolve_in(node, record, &name);
-                    (all || resolved.value != ResolvedValue::Unset).then_some((name, resolved))
-                })
-                .collect();
+            let attributes = resolved_attributes(store, node, record, all, requested.as_deref());
             buffer.clear();
             let message = NodeMessage {
                 node,
@@ -336,6 +322,24 @@ fn encoded_attribute_read(
         }
         Ok(Some(Answer::Encoded(encoded)))
     })
+}
+
+/// A node's attributes for an `all` (every catalogue name) or `current` (set values) read,
+/// resolved, in name order.
+fn resolved_attributes(
+    store: &Store,
+    node: &str,
+    record: &crate::config::model::Node,
+    all: bool,
+    requested: Option<&[String]>,
+) -> Vec<(Arc<str>, Resolved)> {
+    attribute_names(store, record, all, requested)
+        .into_iter()
+        .filter_map(|name| {
+            let resolved = store.resolve_in(node, record, &name);
+            (all || resolved.value != ResolvedValue::Unset).then_some((name, resolved))
+        })
+        .collect()
 }
 
 /// `{"databynode": {node: {attribute: value-object}}}` serialised from borrowed data.
