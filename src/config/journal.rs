@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::model::Op;
 
@@ -285,14 +284,17 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-struct Writer {
+/// An open journal file, appended to in sequence order. Used by the writer thread, and
+/// directly (without a thread) by a caller that does its own group commit (the DHCP leases).
+pub(crate) struct Writer {
     dir: PathBuf,
     path: PathBuf,
     file: BufWriter<File>,
 }
 
 impl Writer {
-    fn open(dir: &Path, first_seq: u64) -> io::Result<Writer> {
+    /// Continue the newest journal file in `dir`, or start one whose first record is `first_seq`.
+    pub(crate) fn open(dir: &Path, first_seq: u64) -> io::Result<Writer> {
         fs::create_dir_all(dir)?;
         // Continue the newest file if there is one, else start a new one.
         let existing = list_files(dir).ok().and_then(|files| files.last().cloned());
@@ -313,12 +315,27 @@ impl Writer {
         })
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    /// Buffer one record (written out by the next [`Writer::sync`], or earlier when the buffer
+    /// fills).
+    pub(crate) fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
+        self.file.write_all(&encode_record(seq, payload))
+    }
+
+    /// Write out everything appended and make it durable (`fdatasync`).
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
 
-    fn error(&self, source: io::Error) -> Arc<JournalError> {
+    /// Make everything durable, then continue in a new file whose first record is `first_seq`.
+    pub(crate) fn rotate(&mut self, first_seq: u64) -> io::Result<()> {
+        self.sync()?;
+        let next = Writer::open_path(&self.dir, self.dir.join(file_name(first_seq)))?;
+        *self = next;
+        Ok(())
+    }
+
+    pub(crate) fn error(&self, source: io::Error) -> Arc<JournalError> {
         Arc::new(JournalError::Write {
             path: self.path.clone(),
             source,
@@ -334,24 +351,11 @@ impl<T: Send + 'static> Journal<T> {
         next_seq: u64,
         on_durable: impl FnMut(T) + Send + 'static,
     ) -> io::Result<Journal<T>> {
-        Journal::start_named(dir, next_seq, "config-journal", Duration::ZERO, on_durable)
-    }
-
-    /// [`Journal::start`] with the writer thread named `thread_name`. With a non-zero `linger`
-    /// the writer waits that long after the first record of a batch before syncing, so that
-    /// a steady stream of small records (DHCP leases) shares one sync instead of one each.
-    pub fn start_named(
-        dir: &Path,
-        next_seq: u64,
-        thread_name: &str,
-        linger: Duration,
-        on_durable: impl FnMut(T) + Send + 'static,
-    ) -> io::Result<Journal<T>> {
         let writer = Writer::open(dir, next_seq)?;
         let (sender, receiver) = mpsc::channel::<Command<T>>();
         let thread = std::thread::Builder::new()
-            .name(thread_name.into())
-            .spawn(move || run_writer(writer, receiver, linger, on_durable))?;
+            .name("config-journal".into())
+            .spawn(move || run_writer(writer, receiver, on_durable))?;
         Ok(Journal {
             sender,
             thread: parking_lot::Mutex::new(Some(thread)),
@@ -411,7 +415,6 @@ impl<T: Send + 'static> Drop for Journal<T> {
 fn run_writer<T>(
     mut writer: Writer,
     receiver: mpsc::Receiver<Command<T>>,
-    linger: Duration,
     mut on_durable: impl FnMut(T),
 ) {
     let mut failed: Option<Arc<JournalError>> = None;
@@ -419,9 +422,6 @@ fn run_writer<T>(
     let mut stop = false;
     while !stop {
         let Ok(first) = receiver.recv() else { break };
-        if !linger.is_zero() {
-            std::thread::sleep(linger);
-        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
@@ -441,7 +441,7 @@ fn run_writer<T>(
                         let _ = ack.send(Err(error.clone()));
                         continue;
                     }
-                    if let Err(source) = writer.file.write_all(&encode_record(seq, &payload)) {
+                    if let Err(source) = writer.append(seq, &payload) {
                         failed = Some(writer.error(source));
                         let _ = ack.send(Err(failed
                             .clone()

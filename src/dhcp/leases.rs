@@ -6,8 +6,9 @@
 //!   addresses in quarantine, expiry against a `tokio::time::Instant` clock (pausable in
 //!   tests). It implements the policy's [`LeaseView`].
 //! - [`LeaseJournal`] persists bind/release/decline records with the configuration journal's
-//!   framing and group-commit writer thread (`config::journal`), under `<lib>/dhcp/`, and
-//!   compacts them into `leases.json` at start-up.
+//!   file format (`config::journal`) under `<lib>/dhcp/`, committed in groups by the DHCP
+//!   worker thread before it sends the replies that depend on them, and compacts them into
+//!   `leases.json` at start-up and every [`COMPACT_AFTER_RECORDS`] records.
 //!
 //! INVARIANT: an address is bound to at most one MAC at a time; an address reserved for a
 //! node is bound only to that node's MAC (the policy never offers it to another, and
@@ -25,15 +26,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::policy::{LeaseChange, LeaseInfo, LeaseView};
-use crate::config::journal::{self, Journal, JournalError, JournalLoadError};
+use crate::config::journal::{self, JournalError, JournalLoadError};
 use crate::proto::dhcp::MacAddress;
 
 /// How long an OFFER holds its address for the client's REQUEST (RFC 2131 section 4.3.1
 /// leaves it to the server; dhcpd and Kea use a few tens of seconds).
 pub const OFFER_HOLD: Duration = Duration::from_secs(30);
-/// How long the lease journal gathers records before one sync: a client waits seconds before
-/// retransmitting, so 2 ms more before an ACK costs nothing and saves most syncs in a storm.
-const JOURNAL_LINGER: Duration = Duration::from_millis(2);
 /// How long a DECLINEd address stays out of the pool (RFC 2131 section 4.3.3).
 pub const DECLINE_HOLD: Duration = Duration::from_secs(600);
 
@@ -390,18 +388,26 @@ pub enum LeaseOpenError {
         #[source]
         source: io::Error,
     },
-    #[error("failed to start the lease journal writer")]
+    #[error("failed to open the lease journal")]
     Start(#[source] io::Error),
 }
 
 /// Why a lease change could not be made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseWriteError {
-    #[error("lease journal refused the record")]
-    Queue(#[source] JournalError),
+    #[error("lease record of {0} bytes is larger than the journal allows")]
+    TooLarge(usize),
+    #[error("failed to encode a lease record")]
+    Encode(#[source] serde_json::Error),
     #[error("lease journal write failed")]
     Write(#[source] Arc<JournalError>),
-    #[error("lease journal writer stopped")]
+    #[error("failed to write {path}")]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("lease compaction stopped before it finished")]
     Stopped,
 }
 
@@ -414,25 +420,30 @@ struct LeaseSnapshot {
 }
 
 /// The durable side of the leases: `<dir>/leases.json` plus `<dir>/journal/*.wal`.
+///
+/// No thread of its own: records are buffered by [`LeaseJournal::append`] and made durable,
+/// many at a time, by [`LeaseJournal::commit`], which the DHCP worker calls before it sends
+/// the replies that depend on them (its own group commit). Kept under the lease lock, so the
+/// records are in the order the changes were applied.
 pub struct LeaseJournal {
-    journal: Journal<Option<AfterDurable>>,
+    writer: journal::Writer,
     dir: PathBuf,
     next_seq: u64,
+    /// Records appended since the last commit.
+    uncommitted: usize,
     /// Records appended since `leases.json` was last written.
     appended_since_compaction: u64,
+    /// The first write or sync failure: every later append and commit fails with it, so no
+    /// reply ever depends on a record that may not be on disk.
+    failed: Option<Arc<JournalError>>,
 }
-
-/// Work run on the journal's writer thread once a record is durable (sending its ACK), so a
-/// reply costs no task wake-up. Must not block.
-pub type AfterDurable = Box<dyn FnOnce() + Send>;
 
 /// Compact the journal into `leases.json` once this many records were appended.
 pub const COMPACT_AFTER_RECORDS: u64 = 50_000;
 
-/// A compaction in progress: the journal has been told to start a new file; once that is
-/// done, [`Compaction::finish`] writes the snapshot and deletes the covered files.
+/// A compaction in progress: the journal already continues in a new file; [`Compaction::finish`]
+/// writes the snapshot and deletes the files it covers.
 pub struct Compaction {
-    rotated: tokio::sync::oneshot::Receiver<Result<(), Arc<JournalError>>>,
     dir: PathBuf,
     snapshot: LeaseSnapshot,
 }
@@ -449,19 +460,14 @@ fn write_snapshot(dir: &Path, snapshot: &LeaseSnapshot) -> io::Result<()> {
 }
 
 impl Compaction {
-    /// Wait for the journal switch, write `leases.json` (on a blocking thread) and delete the
-    /// journal files it covers. A crash at any point leaves a loadable state: until the new
-    /// snapshot is renamed into place, the old snapshot plus every journal file still covers
-    /// everything.
+    /// Write `leases.json` (on a blocking thread) and delete the journal files it covers. A
+    /// crash at any point leaves a loadable state: until the new snapshot is renamed into
+    /// place, the old snapshot plus every journal file still covers everything.
     pub async fn finish(self) -> Result<(), LeaseWriteError> {
-        match self.rotated.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(LeaseWriteError::Write(error)),
-            Err(_) => return Err(LeaseWriteError::Stopped),
-        }
         let first_kept = self.snapshot.seq + 1;
         let dir = self.dir;
         let snapshot = self.snapshot;
+        let path = dir.join("leases.json");
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             write_snapshot(&dir, &snapshot)?;
             if let Ok(files) = journal::list_files(&dir.join("journal")) {
@@ -475,18 +481,13 @@ impl Compaction {
         })
         .await
         .map_err(|_| LeaseWriteError::Stopped)?
-        .map_err(|source| {
-            LeaseWriteError::Write(Arc::new(JournalError::Write {
-                path: PathBuf::from("leases.json"),
-                source,
-            }))
-        })
+        .map_err(|source| LeaseWriteError::Snapshot { path, source })
     }
 }
 
 impl LeaseJournal {
     /// Load the leases from `dir`, compact them into a fresh `leases.json`, delete the replayed
-    /// journal files, and start the writer.
+    /// journal files, and open a new journal file.
     pub fn open(dir: &Path, now: Instant) -> Result<(Leases, LeaseJournal), LeaseOpenError> {
         let snapshot_path = dir.join("leases.json");
         let journal_dir = dir.join("journal");
@@ -545,64 +546,67 @@ impl LeaseJournal {
             }
         }
         let next_seq = last_seq + 1;
-        let journal = Journal::start_named(
-            &journal_dir,
-            next_seq,
-            "dhcp-leases",
-            JOURNAL_LINGER,
-            |after: Option<AfterDurable>| {
-                if let Some(after) = after {
-                    after();
-                }
-            },
-        )
-        .map_err(LeaseOpenError::Start)?;
+        let writer =
+            journal::Writer::open(&journal_dir, next_seq).map_err(LeaseOpenError::Start)?;
         Ok((
             leases,
             LeaseJournal {
-                journal,
+                writer,
                 dir: dir.to_path_buf(),
                 next_seq,
+                uncommitted: 0,
                 appended_since_compaction: 0,
+                failed: None,
             },
         ))
     }
 
-    /// Queue a record; call in the order the changes were applied (under the lease lock).
-    /// The returned future resolves once the record is on disk (group commit).
-    pub fn append(
-        &mut self,
-        record: &LeaseRecord,
-    ) -> Result<impl Future<Output = Result<(), LeaseWriteError>> + use<>, LeaseWriteError> {
-        self.append_then(record, None)
+    /// Buffer a record; call in the order the changes were applied (under the lease lock). It
+    /// is durable once a later [`LeaseJournal::commit`] returns `Ok`.
+    pub fn append(&mut self, record: &LeaseRecord) -> Result<(), LeaseWriteError> {
+        if let Some(error) = &self.failed {
+            return Err(LeaseWriteError::Write(error.clone()));
+        }
+        let payload = serde_json::to_vec(record).map_err(LeaseWriteError::Encode)?;
+        if payload.len() > journal::MAX_RECORD {
+            return Err(LeaseWriteError::TooLarge(payload.len()));
+        }
+        if let Err(source) = self.writer.append(self.next_seq, &payload) {
+            return Err(self.fail(source));
+        }
+        self.next_seq += 1;
+        self.uncommitted += 1;
+        self.appended_since_compaction += 1;
+        Ok(())
     }
 
-    /// [`LeaseJournal::append`], running `after` on the writer thread once the record is
-    /// durable (never if it fails).
-    pub fn append_then(
-        &mut self,
-        record: &LeaseRecord,
-        after: Option<AfterDurable>,
-    ) -> Result<impl Future<Output = Result<(), LeaseWriteError>> + use<>, LeaseWriteError> {
-        let payload = serde_json::to_vec(record).map_err(|error| {
-            LeaseWriteError::Write(Arc::new(JournalError::Write {
-                path: PathBuf::new(),
-                source: io::Error::new(io::ErrorKind::InvalidData, error),
-            }))
-        })?;
-        let receiver = self
-            .journal
-            .append(self.next_seq, payload, after)
-            .map_err(LeaseWriteError::Queue)?;
-        self.next_seq += 1;
-        self.appended_since_compaction += 1;
-        Ok(async move {
-            match receiver.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(LeaseWriteError::Write(error)),
-                Err(_) => Err(LeaseWriteError::Stopped),
+    /// Make every appended record durable: one write and one `fdatasync` for all of them.
+    pub fn commit(&mut self) -> Result<(), LeaseWriteError> {
+        if let Some(error) = &self.failed {
+            return Err(LeaseWriteError::Write(error.clone()));
+        }
+        if self.uncommitted == 0 {
+            return Ok(());
+        }
+        match self.writer.sync() {
+            Ok(()) => {
+                self.uncommitted = 0;
+                Ok(())
             }
-        })
+            Err(source) => Err(self.fail(source)),
+        }
+    }
+
+    /// Records appended and not yet committed.
+    pub fn uncommitted(&self) -> usize {
+        self.uncommitted
+    }
+
+    fn fail(&mut self, source: io::Error) -> LeaseWriteError {
+        let error = self.writer.error(source);
+        tracing::error!(error = %error, cause = ?std::error::Error::source(&*error), "DHCP lease journal write failed; no lease is handed out until restart");
+        self.failed = Some(error.clone());
+        LeaseWriteError::Write(error)
     }
 
     /// Whether enough records were appended to make a compaction worthwhile.
@@ -610,20 +614,20 @@ impl LeaseJournal {
         self.appended_since_compaction >= COMPACT_AFTER_RECORDS
     }
 
-    /// Start a compaction of `leases` (call under the same lock as [`LeaseJournal::append`],
-    /// so the snapshot matches the records before the switch); finish it outside the lock.
+    /// Start a compaction of `leases` (under the same lock as [`LeaseJournal::append`], so the
+    /// snapshot matches the records before the switch): commit, continue in a new file, and
+    /// return the snapshot to write outside the lock with [`Compaction::finish`].
     pub fn begin_compaction(
         &mut self,
         leases: &Leases,
         now: Instant,
     ) -> Result<Compaction, LeaseWriteError> {
-        let rotated = self
-            .journal
-            .rotate(self.next_seq)
-            .map_err(LeaseWriteError::Queue)?;
+        self.commit()?;
+        if let Err(source) = self.writer.rotate(self.next_seq) {
+            return Err(self.fail(source));
+        }
         self.appended_since_compaction = 0;
         Ok(Compaction {
-            rotated,
             dir: self.dir.clone(),
             snapshot: LeaseSnapshot {
                 format: 1,
@@ -633,9 +637,11 @@ impl LeaseJournal {
         })
     }
 
-    /// Flush and stop the writer.
-    pub fn close(&self) {
-        self.journal.close();
+    /// Make everything appended durable (at shutdown).
+    pub fn close(&mut self) {
+        if let Err(error) = self.commit() {
+            tracing::warn!(error = %error, "DHCP lease journal not flushed at shutdown");
+        }
     }
 }
 
@@ -789,20 +795,22 @@ mod tests {
                     )
                     .unwrap()
                     .unwrap();
-                journal.append(&record).unwrap().await.unwrap();
+                journal.append(&record).unwrap();
+                journal.commit().unwrap();
             }
             let record = leases
                 .apply(mac(1), LeaseChange::Release { address: B }, false, now)
                 .unwrap()
                 .unwrap();
-            journal.append(&record).unwrap().await.unwrap();
+            journal.append(&record).unwrap();
+            journal.commit().unwrap();
             let record = leases
                 .apply(mac(0), LeaseChange::Offer { address: B }, false, now)
                 .unwrap();
             assert!(record.is_none(), "offers are not journaled");
             journal.close();
         }
-        let (leases, journal) = LeaseJournal::open(dir.path(), now).unwrap();
+        let (leases, mut journal) = LeaseJournal::open(dir.path(), now).unwrap();
         assert_eq!(leases.lease(&mac(0), now).unwrap().address, A);
         assert!(leases.lease(&mac(1), now).is_none());
         journal.close();
@@ -813,7 +821,7 @@ mod tests {
         let files = journal::list_files(&dir.path().join("journal")).unwrap();
         assert!(files.len() <= 1);
         // A third start still sees the lease.
-        let (leases, journal) = LeaseJournal::open(dir.path(), now).unwrap();
+        let (leases, mut journal) = LeaseJournal::open(dir.path(), now).unwrap();
         assert_eq!(leases.lease(&mac(0), now).unwrap().address, A);
         journal.close();
     }
@@ -833,21 +841,24 @@ mod tests {
                 )
                 .unwrap()
                 .unwrap();
-            journal.append(&record).unwrap()
+            journal.append(&record).unwrap();
         };
         for last in 1..=3 {
-            bind_one(&mut leases, &mut journal, last).await.unwrap();
+            bind_one(&mut leases, &mut journal, last);
         }
+        // Compaction commits the records appended so far.
+        assert_eq!(journal.uncommitted(), 3);
         let compaction = journal.begin_compaction(&leases, now).unwrap();
+        assert_eq!(journal.uncommitted(), 0);
         // A record appended after the switch lands in the new file.
-        let after = bind_one(&mut leases, &mut journal, 4);
+        bind_one(&mut leases, &mut journal, 4);
         compaction.finish().await.unwrap();
-        after.await.unwrap();
+        journal.commit().unwrap();
         let files = journal::list_files(&dir.path().join("journal")).unwrap();
         assert_eq!(files.len(), 1, "{files:?}");
         assert_eq!(files[0].0, 4);
         journal.close();
-        let (reopened, journal) = LeaseJournal::open(dir.path(), now).unwrap();
+        let (reopened, mut journal) = LeaseJournal::open(dir.path(), now).unwrap();
         for last in 1..=4 {
             assert_eq!(
                 reopened.lease(&mac(last), now).map(|lease| lease.address),

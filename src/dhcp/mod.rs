@@ -1,14 +1,15 @@
 //! The DHCPv4 boot service: who gets which address and boot file ([`policy`], a pure function
-//! over a [`directory`] of nodes and the [`leases`]), and the socket loop ([`DhcpService`])
-//! that feeds it packets from the served interfaces ([`socket`]) and sends its replies.
+//! over a [`directory`] of nodes and the [`leases`]), and the [`worker`] thread that feeds it
+//! packets from the served interfaces ([`socket`]) and sends its replies; [`DhcpService`]
+//! starts it and runs the rest (auto-mode probes, subnet object changes, lease expiry and
+//! compaction) on the runtime.
 //!
-//! Per packet: decode ([`crate::proto::dhcp`]), decide under the directory read lock and the
-//! lease lock, apply the lease change and queue its journal record together with its encoded
-//! reply, which the journal's writer thread sends right after the sync that makes the record
-//! durable; replies with no record (OFFERs, proxy replies) are sent from the receive loop at
-//! once. Every exchange is logged and kept in a
-//! small in-memory ring ([`ExchangeLog`]). A bad packet is counted and logged at debug; only
-//! socket failures end the service.
+//! Per packet ([`handle_datagram`]): decode ([`crate::proto::dhcp`]), decide under the
+//! directory read lock and the lease lock, apply the lease change and append its journal
+//! record. A reply that depends on a record (an ACK) waits for the worker's next group commit;
+//! the others (OFFERs, proxy replies, NAKs) go out at once. Every exchange is logged and kept
+//! in a small in-memory ring ([`ExchangeLog`]). A bad packet is counted and logged at debug;
+//! only socket failures end the service.
 
 pub mod directory;
 pub mod leases;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod probe;
 pub mod socket;
 pub mod subnets;
+pub mod worker;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -27,9 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::proto::dhcp::{self as wire, MessageType};
 use leases::{LeaseJournal, Leases};
@@ -37,14 +37,8 @@ use live::LiveDirectory;
 use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
 use probe::Prober;
 pub use socket::DhcpBindError;
-use socket::InterfaceSocket;
+use socket::{InterfaceSocket, Outgoing};
 use subnets::Subnets;
-
-/// Most requests being handled at once (waiting for the lease journal); more are dropped and
-/// counted, as a client retransmits anyway.
-const MAX_IN_FLIGHT: usize = 1024;
-/// A reply not sent within this time is dropped (the client has retransmitted by then).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Exchanges kept for the API.
 const EXCHANGE_LOG_CAPACITY: usize = 1024;
 
@@ -198,7 +192,6 @@ impl ExchangeLog {
 #[derive(Default)]
 pub struct DhcpCounters {
     pub undecodable: AtomicU64,
-    pub overloaded: AtomicU64,
     pub reply_failures: AtomicU64,
 }
 
@@ -220,7 +213,6 @@ struct Shared {
     exchanges: Arc<ExchangeLog>,
     short_links: Arc<crate::boot::ShortLinks>,
     counters: Arc<DhcpCounters>,
-    in_flight: Arc<Semaphore>,
 }
 
 /// One served interface: its network, its configured mode, and the scope served there now
@@ -412,7 +404,6 @@ impl DhcpService {
             exchanges: settings.exchanges.clone(),
             short_links: settings.short_links.clone(),
             counters: Arc::new(DhcpCounters::default()),
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
         Ok(DhcpService {
             served,
@@ -434,19 +425,22 @@ impl DhcpService {
     }
 
     async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tracker = TaskTracker::new();
-        let mut loops = tokio::task::JoinSet::new();
-        for served in self.served.drain(..) {
-            let shared = self.shared.clone();
-            let shutdown = shutdown.clone();
-            let tracker = tracker.clone();
-            loops.spawn(async move { receive_loop(served, shared, tracker, shutdown).await });
+        // Until the node index is built every node would look unknown: packets queue instead.
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = self.shared.directory.wait_ready() => {}
         }
+        let mut worker =
+            worker::Worker::start(std::mem::take(&mut self.served), self.shared.clone()).map_err(
+                |error| anyhow::Error::new(error).context("failed to start the DHCP worker"),
+            )?;
+        let mut probes = tokio::task::JoinSet::new();
         for interface in &self.interfaces {
             if interface.prober.is_some() {
                 let (interface, shared) = (interface.clone(), self.shared.clone());
                 let (shutdown, interval) = (shutdown.clone(), self.probe_interval);
-                loops.spawn(async move { probe_loop(interface, shared, interval, shutdown).await });
+                probes
+                    .spawn(async move { probe_loop(interface, shared, interval, shutdown).await });
             }
         }
         let mut expiry = tokio::time::interval(Duration::from_secs(60));
@@ -463,47 +457,48 @@ impl DhcpService {
                     }
                     tracing::info!(subnets = subnets.iter().count(), "DHCP subnet objects applied");
                 }
-                _ = expiry.tick() => {
-                    let now = tokio::time::Instant::now();
-                    let compaction = {
-                        let mut table = self.shared.leases.lock();
-                        let dropped = table.leases.expire(now);
-                        if dropped > 0 {
-                            tracing::debug!(dropped, "expired DHCP leases and offers");
-                        }
-                        let LeaseTable { leases, journal } = &mut *table;
-                        journal
-                            .wants_compaction()
-                            .then(|| journal.begin_compaction(leases, now))
-                    };
-                    // Outside the lock: packets keep flowing while the snapshot is written.
-                    if let Some(compaction) = compaction {
-                        let result = match compaction {
-                            Ok(compaction) => compaction.finish().await,
-                            Err(error) => Err(error),
-                        };
-                        match result {
-                            Ok(()) => tracing::debug!("DHCP lease journal compacted"),
-                            Err(error) => tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "DHCP lease journal compaction failed"),
-                        }
-                    }
-                }
-                Some(ended) = loops.join_next() => {
-                    // A receive loop only ends on a socket failure, a probe loop never.
-                    break match ended {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(error)) => Err(error),
-                        Err(error) => Err(anyhow::anyhow!("DHCP receive loop panicked: {error}")),
-                    };
-                }
+                _ = expiry.tick() => expire_and_compact(&self.shared).await,
+                ended = worker.finished() => break ended,
             }
         };
         shutdown.cancel();
-        while loops.join_next().await.is_some() {}
-        tracker.close();
-        tracker.wait().await;
-        self.shared.leases.lock().journal.close();
-        result
+        while probes.join_next().await.is_some() {}
+        let stopped = worker.stop().await;
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.leases.lock().journal.close()).await;
+        result.and(stopped)
+    }
+}
+
+/// Drop expired leases and offers; compact the lease journal when it has grown. Blocking work
+/// (the lease lock may be held through a commit, compaction syncs files) runs off the runtime.
+async fn expire_and_compact(shared: &Arc<Shared>) {
+    let locked = shared.clone();
+    let compaction = tokio::task::spawn_blocking(move || {
+        let now = tokio::time::Instant::now();
+        let mut table = locked.leases.lock();
+        let dropped = table.leases.expire(now);
+        if dropped > 0 {
+            tracing::debug!(dropped, "expired DHCP leases and offers");
+        }
+        let LeaseTable { leases, journal } = &mut *table;
+        journal
+            .wants_compaction()
+            .then(|| journal.begin_compaction(leases, now))
+    })
+    .await;
+    // The snapshot is written outside the lock: packets keep flowing meanwhile.
+    let result = match compaction {
+        Ok(None) => return,
+        Ok(Some(Ok(compaction))) => compaction.finish().await,
+        Ok(Some(Err(error))) => Err(error),
+        Err(_) => Err(leases::LeaseWriteError::Stopped),
+    };
+    match result {
+        Ok(()) => tracing::debug!("DHCP lease journal compacted"),
+        Err(error) => {
+            tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "DHCP lease journal compaction failed")
+        }
     }
 }
 
@@ -517,59 +512,6 @@ impl crate::daemon::Service for DhcpService {
         shutdown: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         Box::pin((*self).serve(shutdown))
-    }
-}
-
-async fn receive_loop(
-    served: Served,
-    shared: Arc<Shared>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut buffer = vec![0u8; wire::MAX_MESSAGE_LENGTH + 1];
-    // Until the node index is built every node would look unknown: let packets queue instead.
-    tokio::select! {
-        () = shutdown.cancelled() => return Ok(()),
-        () = shared.directory.wait_ready() => {}
-    }
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            received = served.socket.receive(&mut buffer) => received,
-        };
-        let received = match received {
-            Ok(received) => received,
-            // Datagram-level errors (ICMP feedback, interruptions) are not fatal.
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::HostUnreachable
-                        | std::io::ErrorKind::NetworkUnreachable
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                tracing::debug!(interface = %served.socket.interface, error = %error, "DHCP receive error");
-                continue;
-            }
-            Err(error) => {
-                return Err(anyhow::Error::new(error)
-                    .context(format!("DHCP socket on {} failed", served.socket.interface)));
-            }
-        };
-        let datagram = buffer.get(..received.length).unwrap_or_default();
-        let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
-            shared.counters.overloaded.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        handle_datagram(
-            &served,
-            &shared,
-            &tracker,
-            datagram,
-            received.source,
-            permit,
-        );
     }
 }
 
@@ -662,15 +604,24 @@ fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-/// Decode, decide, apply; queue the send (after durability) on the tracker.
+/// What [`handle_datagram`] did with one datagram.
+#[derive(Default)]
+struct Handled {
+    /// The reply to send.
+    reply: Option<Outgoing>,
+    /// A lease record was appended: the reply may be sent only once the journal has been
+    /// committed.
+    journaled: bool,
+}
+
+/// Decode, decide, apply, append the lease record; return the reply to send.
 fn handle_datagram(
     served: &Served,
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
+    shared: &Shared,
     datagram: &[u8],
     source: SocketAddrV4,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+    now: tokio::time::Instant,
+) -> Handled {
     let interface = &served.socket.interface;
     let ingress_interface = &served.interface;
     // BOOTREPLY on the server port: another server answering an auto-mode probe.
@@ -680,14 +631,14 @@ fn handle_datagram(
         {
             prober.answer(&reply, *source.ip(), ingress_interface.server_address);
         }
-        return;
+        return Handled::default();
     }
     let request = match wire::decode_request(datagram) {
         Ok(request) => request,
         Err(error) => {
             shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(interface = %interface, error = %error, "ignoring an undecodable DHCP datagram");
-            return;
+            return Handled::default();
         }
     };
     if ingress_interface
@@ -695,7 +646,7 @@ fn handle_datagram(
         .as_ref()
         .is_some_and(|prober| prober.is_own(&request))
     {
-        return;
+        return Handled::default();
     }
     let served_scope = ingress_interface.scope();
     // RFC 2131 section 4.3.1: a relayed client is on the relay's (giaddr's) subnet.
@@ -741,7 +692,7 @@ fn handle_datagram(
                     None,
                 );
                 tracing::info!(interface = %interface, xid = %format!("{:08x}", request.xid), reason = decision.reason.code(), "DHCP exchange: {}", decision.reason);
-                return;
+                return Handled::default();
             }
         }
     };
@@ -750,17 +701,14 @@ fn handle_datagram(
         boot: &shared.boot,
         pxe_port: served.pxe_port,
     };
-    let now = tokio::time::Instant::now();
-    // A reply that must wait for its lease record is sent by the journal's writer thread.
-    let mut permit = Some(permit);
-    let (decision, durable) = {
+    let (decision, journaled) = {
         let directory = shared.directory.read();
         let mut table = shared.leases.lock();
         let decision = policy::reply(&directory, &table.leases.at(now), &ingress, &request);
         if let Some(link) = &decision.short_link {
             shared.short_links.insert(&link.id, &link.target);
         }
-        let mut durable = false;
+        let mut journaled = false;
         if let (Some(mac), change) = (request.mac, decision.lease)
             && change != LeaseChange::None
         {
@@ -771,25 +719,21 @@ fn handle_datagram(
                 _ => false,
             };
             match table.leases.apply(mac, change, reserved_for_mac, now) {
-                Ok(Some(record)) => match table.journal.append_then(
-                    &record,
-                    durable_reply(served, shared, &request, &decision, source, &mut permit),
-                ) {
-                    // The future is not awaited: the writer thread sends the reply.
-                    Ok(_) => durable = true,
+                Ok(Some(record)) => match table.journal.append(&record) {
+                    Ok(()) => journaled = true,
                     Err(error) => {
                         tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "lease journal refused a record; not replying");
-                        return;
+                        return Handled::default();
                     }
                 },
                 Ok(None) => {}
                 Err(conflict) => {
                     tracing::warn!(interface = %interface, error = %conflict, mac = %mac, "lease conflict; not replying");
-                    return;
+                    return Handled::default();
                 }
             }
         }
-        (decision, durable)
+        (decision, journaled)
     };
     let (reply_type, fields) = match &decision.action {
         Action::Respond {
@@ -836,59 +780,12 @@ fn handle_datagram(
         exchange.reason
     );
     shared.exchanges.push(exchange);
-    if durable {
-        // Sent (or being sent) by the lease journal's writer thread once durable.
-        return;
-    }
-    let Some((message_type, payload)) = encode_reply(shared, &request, &decision) else {
-        return;
-    };
-    let destination = reply_destination(served, &request, message_type, source);
-    let source_address = served_scope.server_address;
-    let Some(permit) = permit else {
-        return;
-    };
-    // Nothing to wait for (OFFERs, proxy replies, NAKs): send from the receive loop instead of
-    // spawning a task per reply; only a full socket buffer falls back to the task.
-    {
-        match served
-            .socket
-            .try_send(&payload, destination, source_address)
-        {
-            Ok(()) => return,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => {
-                shared
-                    .counters
-                    .reply_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %error, destination = %destination, "DHCP reply not sent");
-                return;
-            }
-        }
-    }
-    let socket = served.socket.clone();
-    let counters = shared.counters.clone();
-    tracker.spawn(async move {
-        let _permit = permit;
-        let send = async {
-            socket
-                .send(&payload, destination, source_address)
-                .await
-                .map_err(|error| format!("send to {destination}: {error}"))
-        };
-        match tokio::time::timeout(REPLY_TIMEOUT, send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                counters.reply_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %error, "DHCP reply not sent");
-            }
-            Err(_) => {
-                counters.reply_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("DHCP reply not sent within {REPLY_TIMEOUT:?}");
-            }
-        }
+    let reply = encode_reply(shared, &request, &decision).map(|(message_type, payload)| Outgoing {
+        payload,
+        destination: reply_destination(served, &request, message_type, source),
+        source_address: served_scope.server_address,
     });
+    Handled { reply, journaled }
 }
 
 /// Where a reply goes (RFC 2131 section 4.1): a port-4011 request back to its sender; relayed
@@ -935,50 +832,6 @@ fn encode_reply(
             None
         }
     }
-}
-
-/// The reply of a decision that changes a lease, packaged to be sent by the lease journal's
-/// writer thread once the record is durable (taking the in-flight permit with it). `None` when
-/// there is nothing to send.
-fn durable_reply(
-    served: &Served,
-    shared: &Arc<Shared>,
-    request: &wire::DhcpRequest,
-    decision: &policy::Decision,
-    source: SocketAddrV4,
-    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Option<leases::AfterDurable> {
-    let (message_type, payload) = encode_reply(shared, request, decision)?;
-    let destination = reply_destination(served, request, message_type, source);
-    let source_address = served.interface.scope().server_address;
-    let socket = served.socket.clone();
-    let counters = shared.counters.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let permit = permit.take();
-    Some(Box::new(move || {
-        match socket.try_send(&payload, destination, source_address) {
-            Ok(()) => drop(permit),
-            // A full socket buffer: finish on the runtime, which can wait for room.
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                runtime.spawn(async move {
-                    let _permit = permit;
-                    let sent = tokio::time::timeout(
-                        REPLY_TIMEOUT,
-                        socket.send(&payload, destination, source_address),
-                    )
-                    .await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        counters.reply_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
-            Err(error) => {
-                drop(permit);
-                counters.reply_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %error, destination = %destination, "DHCP reply not sent");
-            }
-        }
-    }))
 }
 
 #[cfg(test)]

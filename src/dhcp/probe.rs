@@ -91,7 +91,7 @@ impl Prober {
         let (sender, receiver) = oneshot::channel();
         *self.pending.lock() = Some((xid, sender));
         let destination = std::net::SocketAddrV4::new(Ipv4Addr::BROADCAST, wire::SERVER_PORT);
-        if let Err(error) = socket.send(&payload, destination, ours).await {
+        if let Err(error) = socket.send_now(&payload, destination, ours) {
             *self.pending.lock() = None;
             return Err(DhcpProbeError::Send(error));
         }

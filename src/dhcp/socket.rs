@@ -3,22 +3,28 @@
 //! interface a datagram arrived on) and sending with IP_PKTINFO (the source address and
 //! egress interface of a reply, so a broadcast leaves through the interface it answers).
 //!
+//! Datagrams are received and replies sent many at a time (`recvmmsg`, `sendmmsg`), without
+//! blocking: the DHCP worker thread ([`super::worker`]) waits for readiness itself. The
+//! sockets are deliberately not registered with the tokio reactor, so a packet wakes only
+//! that thread.
+//!
 //! Also finds an interface's IPv4 address and subnet. No policy here.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use ipnet::Ipv4Net;
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt,
-};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, sendmsg, setsockopt, sockopt};
+
+use crate::proto::dhcp::MAX_MESSAGE_LENGTH;
 
 /// Requested receive buffer (bytes).
 const RECEIVE_BUFFER: usize = 4 << 20;
+/// Most datagrams taken by one `recvmmsg` (and replies sent by one `sendmmsg`).
+pub const BATCH: usize = 32;
+/// Room for one IP_PKTINFO control message, in `u64`s so that it is suitably aligned.
+const CONTROL_WORDS: usize = 8;
 
 /// Why an interface cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +68,8 @@ pub fn interface_address(name: &str) -> Result<(Ipv4Addr, Ipv4Net), DhcpBindErro
     Err(DhcpBindError::NoAddress(name.to_string()))
 }
 
-/// A received datagram.
+/// A received datagram's addressing.
+#[derive(Debug, Clone, Copy)]
 pub struct Received {
     pub length: usize,
     pub source: SocketAddrV4,
@@ -71,16 +78,48 @@ pub struct Received {
     pub interface_index: Option<u32>,
 }
 
+/// Buffers for one `recvmmsg`: [`BATCH`] datagrams with their source and IP_PKTINFO.
+pub struct ReceiveBatch {
+    buffers: Vec<[u8; MAX_MESSAGE_LENGTH + 1]>,
+    received: Vec<Received>,
+}
+
+impl Default for ReceiveBatch {
+    fn default() -> ReceiveBatch {
+        ReceiveBatch {
+            buffers: vec![[0; MAX_MESSAGE_LENGTH + 1]; BATCH],
+            received: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl ReceiveBatch {
+    /// The datagrams of the last receive, with their addressing.
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], &Received)> {
+        self.received
+            .iter()
+            .zip(&self.buffers)
+            .map(|(received, buffer)| (buffer.get(..received.length).unwrap_or_default(), received))
+    }
+}
+
+/// A reply to send: payload, destination, and the local address to send it from.
+pub struct Outgoing {
+    pub payload: Vec<u8>,
+    pub destination: SocketAddrV4,
+    pub source_address: Ipv4Addr,
+}
+
 /// The socket of one interface.
 pub struct InterfaceSocket {
     pub interface: String,
     pub interface_index: u32,
     pub port: u16,
-    socket: UdpSocket,
+    socket: std::net::UdpSocket,
 }
 
 impl InterfaceSocket {
-    /// Open and bind. Must run inside a tokio runtime.
+    /// Open and bind (non-blocking).
     pub fn bind(interface: &str, port: u16) -> Result<InterfaceSocket, DhcpBindError> {
         let socket_error = |source| DhcpBindError::Socket {
             interface: interface.to_string(),
@@ -97,9 +136,13 @@ impl InterfaceSocket {
         .map_err(socket_error)?;
         socket.set_reuse_address(true).map_err(socket_error)?;
         socket.set_broadcast(true).map_err(socket_error)?;
-        // A boot storm arrives in bursts; a larger buffer rides them out instead of dropping.
-        // The kernel caps it at net.core.rmem_max, which is fine.
+        // A boot storm arrives in bursts, and the worker does not read while it syncs the lease
+        // journal: a larger buffer rides both out instead of dropping. The kernel caps
+        // SO_RCVBUF at net.core.rmem_max; root (as a DHCP server usually is) may go beyond.
         let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+        if socket.recv_buffer_size().unwrap_or(0) < RECEIVE_BUFFER {
+            let _ = setsockopt(&socket, sockopt::RcvBufForce, &RECEIVE_BUFFER);
+        }
         socket
             .bind_device(Some(interface.as_bytes()))
             .map_err(socket_error)?;
@@ -108,77 +151,178 @@ impl InterfaceSocket {
         socket.set_nonblocking(true).map_err(socket_error)?;
         let address = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         socket.bind(&address.into()).map_err(socket_error)?;
-        let socket = UdpSocket::from_std(socket.into()).map_err(socket_error)?;
         Ok(InterfaceSocket {
             interface: interface.to_string(),
             interface_index,
             port,
-            socket,
+            socket: socket.into(),
         })
     }
 
-    /// Receive one datagram into `buffer`.
-    pub async fn receive(&self, buffer: &mut [u8]) -> std::io::Result<Received> {
-        let fd = self.socket.as_raw_fd();
-        self.socket
-            .async_io(Interest::READABLE, || {
-                let mut control = nix::cmsg_space!(libc::in_pktinfo);
-                let mut iov = [IoSliceMut::new(buffer)];
-                let message =
-                    recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_DONTWAIT)
-                        .map_err(std::io::Error::from)?;
-                let mut destination = None;
-                let mut interface_index = None;
-                if let Ok(messages) = message.cmsgs() {
-                    for control in messages {
-                        if let ControlMessageOwned::Ipv4PacketInfo(info) = control {
-                            destination = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
-                            interface_index = u32::try_from(info.ipi_ifindex).ok();
-                        }
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Take up to [`BATCH`] waiting datagrams into `batch` with one `recvmmsg`; 0 when none is
+    /// waiting.
+    pub fn receive_batch(&self, batch: &mut ReceiveBatch) -> std::io::Result<usize> {
+        batch.received.clear();
+        // SAFETY: all-zero bytes are valid values of these plain C structs.
+        let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
+        let mut controls = [[0u64; CONTROL_WORDS]; BATCH];
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iovecs = [empty; BATCH];
+        for (iovec, buffer) in iovecs.iter_mut().zip(batch.buffers.iter_mut()) {
+            *iovec = libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
+            };
+        }
+        // SAFETY: as above.
+        let mut messages: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let (names_base, controls_base, iovecs_base) = (
+            names.as_mut_ptr(),
+            controls.as_mut_ptr(),
+            iovecs.as_mut_ptr(),
+        );
+        for (slot, message) in messages.iter_mut().enumerate() {
+            let header = &mut message.msg_hdr;
+            header.msg_name = names_base.wrapping_add(slot).cast();
+            header.msg_namelen = socklen::<libc::sockaddr_in>();
+            header.msg_iov = iovecs_base.wrapping_add(slot);
+            header.msg_iovlen = 1;
+            header.msg_control = controls_base.wrapping_add(slot).cast();
+            header.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>();
+        }
+        let length = u32::try_from(BATCH).unwrap_or(1);
+        // SAFETY: every header points into `names`, `controls`, `iovecs` and `batch.buffers`,
+        // sized as declared and alive until the call returns; the kernel writes only within
+        // the declared lengths.
+        let result = unsafe {
+            libc::recvmmsg(
+                self.fd(),
+                messages.as_mut_ptr(),
+                length,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let count = match usize::try_from(result) {
+            Ok(count) => count,
+            Err(_) => {
+                let error = std::io::Error::last_os_error();
+                return if error.kind() == std::io::ErrorKind::WouldBlock {
+                    Ok(0)
+                } else {
+                    Err(error)
+                };
+            }
+        };
+        for (message, name) in messages.iter().zip(&names).take(count) {
+            let (destination, interface_index) = packet_info_of(&message.msg_hdr);
+            let source = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+                u16::from_be(name.sin_port),
+            );
+            batch.received.push(Received {
+                length: usize::try_from(message.msg_len).unwrap_or(0),
+                source,
+                destination,
+                interface_index,
+            });
+        }
+        Ok(count)
+    }
+
+    /// Send `replies` with as few `sendmmsg` calls as it takes. Returns how many could not be
+    /// sent, with the first error.
+    pub fn send_batch(&self, replies: &[Outgoing]) -> (usize, Option<std::io::Error>) {
+        let mut failed = 0;
+        let mut first_error = None;
+        for chunk in replies.chunks(BATCH) {
+            let mut from = 0;
+            while from < chunk.len() {
+                match self.send_some(chunk.get(from..).unwrap_or_default()) {
+                    Ok(sent) => from += sent.max(1),
+                    Err(error) => {
+                        // The first message of the rest failed: skip it, go on with the others.
+                        failed += 1;
+                        from += 1;
+                        first_error.get_or_insert(error);
                     }
                 }
-                let source = message
-                    .address
-                    .map(|address| SocketAddrV4::new(address.ip(), address.port()))
-                    .unwrap_or_else(|| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-                Ok(Received {
-                    length: message.bytes,
-                    source,
-                    destination,
-                    interface_index,
-                })
-            })
-            .await
+            }
+        }
+        (failed, first_error)
     }
 
-    /// [`InterfaceSocket::send`] without waiting: `WouldBlock` when the socket buffer is full.
-    pub fn try_send(
-        &self,
-        payload: &[u8],
-        destination: SocketAddrV4,
-        source_address: Ipv4Addr,
-    ) -> std::io::Result<()> {
-        self.socket.try_io(Interest::WRITABLE, || {
-            self.send_now(payload, destination, source_address)
-        })
+    /// One `sendmmsg` of `replies` (at most [`BATCH`]): how many were sent.
+    fn send_some(&self, replies: &[Outgoing]) -> std::io::Result<usize> {
+        let count = replies.len().min(BATCH);
+        // SAFETY: all-zero bytes are valid values of these plain C structs.
+        let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
+        let mut controls = [[0u64; CONTROL_WORDS]; BATCH];
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iovecs = [empty; BATCH];
+        for (slot, reply) in replies.iter().take(count).enumerate() {
+            names[slot] = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: reply.destination.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*reply.destination.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            iovecs[slot] = libc::iovec {
+                // sendmmsg only reads through this pointer.
+                iov_base: reply.payload.as_ptr().cast_mut().cast(),
+                iov_len: reply.payload.len(),
+            };
+        }
+        // SAFETY: as above.
+        let mut messages: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let (names_base, controls_base, iovecs_base) = (
+            names.as_mut_ptr(),
+            controls.as_mut_ptr(),
+            iovecs.as_mut_ptr(),
+        );
+        for (slot, (message, reply)) in messages.iter_mut().zip(replies).take(count).enumerate() {
+            let header = &mut message.msg_hdr;
+            header.msg_name = names_base.wrapping_add(slot).cast();
+            header.msg_namelen = socklen::<libc::sockaddr_in>();
+            header.msg_iov = iovecs_base.wrapping_add(slot);
+            header.msg_iovlen = 1;
+            header.msg_control = controls_base.wrapping_add(slot).cast();
+            header.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>();
+            let info = packet_info(self.interface_index, reply.source_address);
+            // SAFETY: the control buffer is large enough and aligned for one in_pktinfo
+            // message (CMSG_SPACE of 12 bytes is 32 on 64-bit Linux, the buffer is 64).
+            unsafe {
+                let control = libc::CMSG_FIRSTHDR(std::ptr::from_ref(header));
+                (*control).cmsg_level = libc::IPPROTO_IP;
+                (*control).cmsg_type = libc::IP_PKTINFO;
+                (*control).cmsg_len = libc::CMSG_LEN(socklen::<libc::in_pktinfo>()) as libc::size_t;
+                std::ptr::write_unaligned(libc::CMSG_DATA(control).cast(), info);
+                header.msg_controllen =
+                    libc::CMSG_SPACE(socklen::<libc::in_pktinfo>()) as libc::size_t;
+            }
+        }
+        let length = u32::try_from(count).unwrap_or(0);
+        // SAFETY: `messages[..count]` point at `names`, `controls`, `iovecs` and the replies'
+        // payloads, all alive until the call returns; the kernel only reads them.
+        let result =
+            unsafe { libc::sendmmsg(self.fd(), messages.as_mut_ptr(), length, libc::MSG_DONTWAIT) };
+        usize::try_from(result).map_err(|_| std::io::Error::last_os_error())
     }
 
-    /// Send `payload` to `destination` from `source_address` out of this interface.
-    pub async fn send(
-        &self,
-        payload: &[u8],
-        destination: SocketAddrV4,
-        source_address: Ipv4Addr,
-    ) -> std::io::Result<()> {
-        self.socket
-            .async_io(Interest::WRITABLE, || {
-                self.send_now(payload, destination, source_address)
-            })
-            .await
-    }
-
-    /// One non-blocking `sendmsg` with IP_PKTINFO.
-    fn send_now(
+    /// Send one datagram now (probes): one non-blocking `sendmsg` with IP_PKTINFO.
+    pub fn send_now(
         &self,
         payload: &[u8],
         destination: SocketAddrV4,
@@ -187,7 +331,7 @@ impl InterfaceSocket {
         let info = packet_info(self.interface_index, source_address);
         let control = [ControlMessage::Ipv4PacketInfo(&info)];
         sendmsg(
-            self.socket.as_raw_fd(),
+            self.fd(),
             &[IoSlice::new(payload)],
             &control,
             MsgFlags::MSG_DONTWAIT,
@@ -196,6 +340,32 @@ impl InterfaceSocket {
         .map(|_| ())
         .map_err(std::io::Error::from)
     }
+}
+
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(0)
+}
+
+/// The IP_PKTINFO of a received message: its destination address and ingress interface.
+fn packet_info_of(header: &libc::msghdr) -> (Option<Ipv4Addr>, Option<u32>) {
+    // SAFETY: `header` was filled by recvmmsg: its control pointer and length describe the
+    // control messages the kernel wrote, which CMSG_FIRSTHDR/CMSG_NXTHDR walk within bounds.
+    unsafe {
+        let mut control = libc::CMSG_FIRSTHDR(header);
+        while !control.is_null() {
+            if (*control).cmsg_level == libc::IPPROTO_IP && (*control).cmsg_type == libc::IP_PKTINFO
+            {
+                let info: libc::in_pktinfo =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(control).cast());
+                return (
+                    Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))),
+                    u32::try_from(info.ipi_ifindex).ok(),
+                );
+            }
+            control = libc::CMSG_NXTHDR(header, control);
+        }
+    }
+    (None, None)
 }
 
 /// IP_PKTINFO for a reply: leave through `interface_index` from `source_address`.
