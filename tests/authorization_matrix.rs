@@ -17,6 +17,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/networking/", "retrieve", "AO--"),
     ("/networking/dhcp/", "retrieve", "AO--"),
     ("/networking/dhcp/exchanges", "retrieve", "AO--"),
+    ("/networking/dhcp/counters", "retrieve", "AO--"),
     // DHCP subnets and pools: read like any configuration, changed by administrators.
     ("/networking/dhcp/subnets/", "retrieve", "AO--"),
     ("/networking/dhcp/subnets/", "create", "A---"),

@@ -1146,7 +1146,63 @@ fn pxe_boot_server_request_on_port_4011_gets_an_ack_with_the_boot_file() {
                 && exchange["address"].is_null()),
         "4011 exchange not recorded: {recorded:?}"
     );
+
+    // Malformed datagrams are dropped and counted; the service keeps answering.
+    let counters = |daemon: &DaemonProcess| {
+        daemon
+            .client()
+            .request(
+                "retrieve",
+                "/networking/dhcp/counters",
+                serde_json::json!({}),
+            )
+            .expect("retrieve the DHCP counters")
+            .remove(0)
+    };
+    let before = counters(&daemon);
+    let mut bad_option_length = vec![0u8; 236];
+    bad_option_length[0] = 1;
+    bad_option_length.extend_from_slice(&[99, 130, 83, 99, 53, 200, 3, 255]);
+    send_from_client(
+        &lab,
+        client,
+        std::net::SocketAddrV4::new(server, 4011),
+        &[b"not dhcp".to_vec(), vec![1u8; 100], bad_option_length],
+    );
+    let again = pxe_boot_server_request(&lab, client, server, mac, Duration::from_secs(5))
+        .expect("no answer after the malformed datagrams");
+    assert_eq!(again.message_type, 5);
+    let after = counters(&daemon);
+    let delta = |name: &str| after[name].as_u64().unwrap() - before[name].as_u64().unwrap();
+    assert_eq!(delta("undecodable"), 3, "{before} -> {after}");
+    assert_eq!(delta("received"), 4, "{before} -> {after}");
+    assert_eq!(delta("replies"), 1, "{before} -> {after}");
+    assert_eq!(after["reply_failures"], 0, "{after}");
     daemon.stop();
+}
+
+/// Send `payloads` as UDP datagrams from `client` (in the lab's client namespace) to `to`.
+fn send_from_client(
+    lab: &Lab,
+    client: std::net::Ipv4Addr,
+    to: std::net::SocketAddrV4,
+    payloads: &[Vec<u8>],
+) {
+    let namespace = lab.client.clone();
+    let payloads = payloads.to_vec();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let netns = std::fs::File::open(format!("/var/run/netns/{namespace}")).expect("open netns");
+        // SAFETY: moves only this thread into the namespace; the descriptor is open.
+        let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+        let socket = std::net::UdpSocket::bind((client, 0)).expect("bind the client socket");
+        for payload in &payloads {
+            socket.send_to(payload, to).expect("send a datagram");
+        }
+    })
+    .join()
+    .expect("client thread");
 }
 
 #[test]

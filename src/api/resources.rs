@@ -65,6 +65,10 @@ pub const ROUTES: &[Route] = &[
         operations: &[R],
     },
     Route {
+        path: "/networking/dhcp/counters",
+        operations: &[R],
+    },
+    Route {
         path: "/networking/dhcp/subnets/",
         operations: &[R, C],
     },
@@ -490,9 +494,15 @@ async fn dispatch_values(
         (Operation::Retrieve, []) => Ok(links(ROOT.iter().copied())),
         (Operation::Retrieve, ["version"]) => Ok(vec![json!({"version": crate::VERSION})]),
         (Operation::Retrieve, ["networking"]) => Ok(links(["dhcp/"])),
-        (Operation::Retrieve, ["networking", "dhcp"]) => Ok(links(["exchanges", "subnets/"])),
+        (Operation::Retrieve, ["networking", "dhcp"]) => {
+            Ok(links(["counters", "exchanges", "subnets/"]))
+        }
         (_, ["networking", "dhcp", "subnets", rest @ ..]) => {
             super::dhcp::subnets(context, operation, rest, parameters).await
+        }
+        // Datagrams received, dropped as undecodable, replies sent and failed.
+        (Operation::Retrieve, ["networking", "dhcp", "counters"]) => {
+            Ok(vec![context.dhcp_exchanges.counters.to_json()])
         }
         // The most recent DHCP exchanges, oldest first: "why didn't node X boot?".
         (Operation::Retrieve, ["networking", "dhcp", "exchanges"]) => Ok(context

@@ -123,6 +123,8 @@ pub struct Exchange {
 pub struct ExchangeLog {
     entries: parking_lot::Mutex<VecDeque<Exchange>>,
     events: Option<Arc<crate::eventlog::EventLogs>>,
+    /// The service's packet counters (`/networking/dhcp/counters`).
+    pub counters: DhcpCounters,
 }
 
 impl std::fmt::Debug for ExchangeLog {
@@ -140,6 +142,7 @@ impl ExchangeLog {
         ExchangeLog {
             entries: parking_lot::Mutex::default(),
             events: Some(events),
+            counters: DhcpCounters::default(),
         }
     }
 
@@ -188,11 +191,31 @@ impl ExchangeLog {
     }
 }
 
-/// Counters of packets that were not answered for a local reason.
+/// What the service has received and sent since it started.
 #[derive(Default)]
 pub struct DhcpCounters {
+    /// Datagrams received on the served sockets.
+    pub received: AtomicU64,
+    /// Datagrams dropped because they did not decode as a DHCP request.
     pub undecodable: AtomicU64,
+    /// Replies sent.
+    pub replies: AtomicU64,
+    /// Replies that could not be encoded or sent, or were dropped because the lease journal
+    /// failed.
     pub reply_failures: AtomicU64,
+}
+
+impl DhcpCounters {
+    /// The counters as a JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "received": read(&self.received),
+            "undecodable": read(&self.undecodable),
+            "replies": read(&self.replies),
+            "reply_failures": read(&self.reply_failures),
+        })
+    }
 }
 
 struct LeaseTable {
@@ -212,7 +235,6 @@ struct Shared {
     lease_seconds: u32,
     exchanges: Arc<ExchangeLog>,
     short_links: Arc<crate::boot::ShortLinks>,
-    counters: Arc<DhcpCounters>,
 }
 
 /// One served interface: its network, its configured mode, and the scope served there now
@@ -403,7 +425,6 @@ impl DhcpService {
             lease_seconds: settings.lease_seconds,
             exchanges: settings.exchanges.clone(),
             short_links: settings.short_links.clone(),
-            counters: Arc::new(DhcpCounters::default()),
         });
         Ok(DhcpService {
             served,
@@ -418,10 +439,6 @@ impl DhcpService {
     /// The exchange log, for the API.
     pub fn exchanges(&self) -> Arc<ExchangeLog> {
         self.shared.exchanges.clone()
-    }
-
-    pub fn counters(&self) -> Arc<DhcpCounters> {
-        self.shared.counters.clone()
     }
 
     async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -636,7 +653,11 @@ fn handle_datagram(
     let request = match wire::decode_request(datagram) {
         Ok(request) => request,
         Err(error) => {
-            shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+            shared
+                .exchanges
+                .counters
+                .undecodable
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(interface = %interface, error = %error, "ignoring an undecodable DHCP datagram");
             return Handled::default();
         }
@@ -825,6 +846,7 @@ fn encode_reply(
         Ok(payload) => Some((*message_type, payload)),
         Err(error) => {
             shared
+                .exchanges
                 .counters
                 .reply_failures
                 .fetch_add(1, Ordering::Relaxed);

@@ -218,6 +218,10 @@ impl Loop {
                     )));
                 }
             };
+            let counters = &self.shared.exchanges.counters;
+            counters
+                .received
+                .fetch_add(u64::try_from(count).unwrap_or(0), Ordering::Relaxed);
             let now = tokio::time::Instant::now();
             for (datagram, received) in self.batch.datagrams() {
                 let handled = handle_datagram(served, &self.shared, datagram, received.source, now);
@@ -258,8 +262,13 @@ impl Loop {
             return;
         }
         let (failed, error) = served.socket.send_batch(queue);
+        self.shared.exchanges.counters.replies.fetch_add(
+            u64::try_from(queue.len() - failed).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         if failed > 0 {
             self.shared
+                .exchanges
                 .counters
                 .reply_failures
                 .fetch_add(u64::try_from(failed).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -289,7 +298,7 @@ impl Loop {
             }
             Err(error) => {
                 let dropped: usize = self.after_commit.iter().map(Vec::len).sum();
-                self.shared.counters.reply_failures.fetch_add(
+                self.shared.exchanges.counters.reply_failures.fetch_add(
                     u64::try_from(dropped).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
