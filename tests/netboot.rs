@@ -189,14 +189,14 @@ fn ovmf(dir: &Path) -> Vec<String> {
 
 /// Define node `n1` with `mac` and the test profile pending, boot a VM with `vm_arguments` and
 /// wait for the initramfs marker; the DHCP exchanges must show the boot files `offered` (with
-/// `{http_port}` standing for the HTTP listener's port).
+/// `{http_port}` standing for the HTTP listener's port). Returns the serial console output.
 fn boots_to_initramfs(
     subnet_prefix: &str,
     mac: &str,
     vm_arguments: &[String],
     offered: &[&str],
     limit: Duration,
-) {
+) -> String {
     let lab = Lab::new(subnet_prefix);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -220,7 +220,7 @@ fn boots_to_initramfs(
     let started = Instant::now();
     let mut vm = lab.start_vm(&serial, &arguments);
     let needle = format!("CONFLUENT-NETBOOT-REACHED-INITRAMFS marker={marker}");
-    wait_for_serial(&serial, &mut vm, &needle, limit);
+    let console = wait_for_serial(&serial, &mut vm, &needle, limit);
     eprintln!(
         "reached the initramfs in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -253,6 +253,7 @@ fn boots_to_initramfs(
         "no boot.http event for n1: {messages:?}"
     );
     daemon.stop();
+    console
 }
 
 #[test]
@@ -355,7 +356,7 @@ fn uefi_pxe_fetches_ipxe_efi_over_tftp_then_boots_over_http() {
         // No option ROM: OVMF's own PXE client (architecture 7) fetches ipxe.efi over TFTP.
         format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
     ]);
-    boots_to_initramfs(
+    let console = boots_to_initramfs(
         "10.72.0",
         mac,
         &arguments,
@@ -364,5 +365,11 @@ fn uefi_pxe_fetches_ipxe_efi_over_tftp_then_boots_over_http() {
             "http://10.72.0.1:{http_port}/boot/by-mac/52:54:00:72:00:01/boot.ipxe",
         ],
         Duration::from_secs(300),
+    );
+    // The firmware's PXE really took the file over TFTP (and did not fall back to UEFI HTTP
+    // boot, which would reach the same script through iPXE too).
+    assert!(
+        console.contains("NBP file downloaded successfully"),
+        "UEFI PXE did not download ipxe.efi:\n{console}"
     );
 }

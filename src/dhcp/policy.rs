@@ -672,7 +672,14 @@ fn lease_fields(fields: &mut ReplyFields, seconds: u32) {
 
 fn with_boot(fields: &mut ReplyFields, scope: &Scope, boot: &BootFile) {
     fields.boot_file = Some(boot.file.clone());
-    fields.vendor_class = Some(boot.vendor_class.to_string());
+    // Option 60 `PXEClient` without PXE vendor options (option 43) marks a "BINL" offer: UEFI
+    // PXE (EDK2's PxeBcDhcp4) then asks a boot server on port 4011 for the boot file instead of
+    // taking the one offered, and fails when nobody answers there ("PXE-E16: No valid offer
+    // received"). A full-mode reply names the file itself, so only proxyDHCP replies (which
+    // answer port 4011) say `PXEClient`. UEFI HTTP boot needs `HTTPClient` in every reply.
+    if boot.vendor_class != "PXEClient" || scope.mode == Mode::Proxy {
+        fields.vendor_class = Some(boot.vendor_class.to_string());
+    }
     if boot.tftp {
         fields.siaddr = Some(scope.server_address);
     }
@@ -1100,8 +1107,11 @@ mod tests {
         }
         let http = decide(Mode::Full, &leases, &request(1, 11, HTTP_UEFI));
         assert_eq!(fields(&http).vendor_class.as_deref(), Some("HTTPClient"));
+        // No `PXEClient` in a full-mode reply: UEFI PXE would go looking for a boot server on
+        // port 4011 instead of taking the file offered.
         let pxe = decide(Mode::Full, &leases, &request(1, 11, PXE_UEFI));
-        assert_eq!(fields(&pxe).vendor_class.as_deref(), Some("PXEClient"));
+        assert_eq!(fields(&pxe).vendor_class, None);
+        assert_eq!(fields(&pxe).boot_file.as_deref(), Some("x86_64/ipxe.efi"));
     }
 
     #[test]
