@@ -4,7 +4,9 @@
 //!   ETags, symlinks followed only into `lib/public` and `lib/distributions`;
 //! - `/boot/{by-mac,by-uuid,by-node}/<id>/<file>` (also under `/confluent-api/`): `boot.ipxe`
 //!   and `grub.cfg` rendered for the node's pending profile (or a script that exits to the local
-//!   disk), `x86_64.efi`/`aarch64.efi` (the iPXE loader handed to UEFI HTTP boot), and any other
+//!   disk), `x86_64.efi`/`aarch64.efi` (the iPXE loader handed to UEFI HTTP boot),
+//!   `shimx64.efi`/`grubx64.efi` and `shimaa64.efi`/`grubaa64.efi` (the Secure Boot chain for
+//!   profiles with `bootloader: shim`; shim fetches GRUB from its own directory), and any other
 //!   file redirected into the pending profile's directory;
 //! - `/boot/su/<id>[/<name>]`: the short URLs the DHCP service hands out for long names.
 //!
@@ -98,6 +100,21 @@ async fn short_link_named(
     short_link(state, Path(id)).await
 }
 
+/// The boot loader (under the TFTP root) a UEFI HTTP boot URL names: iPXE as `x86_64.efi` /
+/// `aarch64.efi`, and the Secure Boot chain, shim and the GRUB that shim fetches from the same
+/// directory as itself.
+fn http_boot_loader(file: &str) -> Option<&'static str> {
+    Some(match file {
+        "x86_64.efi" => "x86_64/ipxe.efi",
+        "aarch64.efi" => "aarch64/ipxe.efi",
+        "shimx64.efi" => "x86_64/shimx64.efi",
+        "grubx64.efi" => "x86_64/grubx64.efi",
+        "shimaa64.efi" => "aarch64/shimaa64.efi",
+        "grubaa64.efi" => "aarch64/grubaa64.efi",
+        _ => return None,
+    })
+}
+
 /// Record what a booting machine was given, for "why did node X not boot?".
 fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
     let mut event = Event::new("boot.http", detail);
@@ -122,14 +139,11 @@ async fn by_identity(
         );
     };
     let boot = &context.boot;
-    // The EFI loader for UEFI HTTP boot: the same for every machine.
-    if let Some(arch) = file.strip_suffix(".efi")
-        && matches!(arch, "x86_64" | "aarch64")
-    {
-        let loader = format!("{arch}/ipxe.efi");
+    // The EFI loaders for UEFI HTTP boot: the same for every machine.
+    if let Some(loader) = http_boot_loader(&file) {
         return files::serve(
             &boot.loaders,
-            &loader,
+            loader,
             &boot.loader_roots,
             &boot.file_cache,
             &method,
