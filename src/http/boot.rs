@@ -115,6 +115,13 @@ fn http_boot_loader(file: &str) -> Option<&'static str> {
     })
 }
 
+/// Files shim 16 fetches from its own directory when they exist; this server has none.
+const SHIM_OPTIONAL_FILES: &[&str] = &[
+    "revocations_sku.efi",
+    "revocations_sbat.efi",
+    "shim_certificate_0.efi",
+];
+
 /// Record what a booting machine was given, for "why did node X not boot?".
 fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
     let mut event = Event::new("boot.http", detail);
@@ -138,9 +145,12 @@ async fn by_identity(
             format!("{kind}/{id}: expected by-mac/<mac>, by-uuid/<uuid> or by-node/<node>"),
         );
     };
+    // Shim asks for `<its directory>//grubx64.efi` (it appends `/grubx64.efi` to a directory
+    // that ends in `/`): read empty components as nothing.
+    let file = file.trim_start_matches('/');
     let boot = &context.boot;
     // The EFI loaders for UEFI HTTP boot: the same for every machine.
-    if let Some(loader) = http_boot_loader(&file) {
+    if let Some(loader) = http_boot_loader(file) {
         return files::serve(
             &boot.loaders,
             loader,
@@ -150,6 +160,12 @@ async fn by_identity(
             &headers,
         )
         .await;
+    }
+    // Optional files shim looks for next to itself (SBAT and SKU revocations, an extra
+    // certificate). Answered at once: a redirect leaves shim waiting for the connection to
+    // close (30 s each, seen with Debian's shim 16.1 under OVMF).
+    if SHIM_OPTIONAL_FILES.contains(&file) {
+        return plain(StatusCode::NOT_FOUND, format!("{file}: not provided"));
     }
     let Some(node) = boot.identify(&identity).await else {
         record(
@@ -175,7 +191,7 @@ async fn by_identity(
         })
     };
     let Some(profile_name) = pending.as_deref() else {
-        let body = match file.as_str() {
+        let body = match file {
             "boot.ipxe" => scripts::ipxe_local(&node.name),
             "grub.cfg" => scripts::grub_local(&node.name),
             _ => {
@@ -188,7 +204,7 @@ async fn by_identity(
         record(&context, Some(&node.name), outcome("local boot"));
         return script(body);
     };
-    if !matches!(file.as_str(), "boot.ipxe" | "grub.cfg") {
+    if !matches!(file, "boot.ipxe" | "grub.cfg") {
         // Anything else lives in the profile (reference 10.5: by-* redirects into it).
         return redirect(&format!(
             "{}/{file}",
