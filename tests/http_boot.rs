@@ -262,3 +262,54 @@ fn per_node_scripts_by_mac_uuid_and_name() {
     );
     daemon.stop();
 }
+
+#[test]
+fn uefi_http_boot_gets_the_secure_boot_chain_next_to_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    make_profile(dir.path(), b"kernel");
+    let loaders = dir.path().join("lib/tftpboot");
+    std::fs::create_dir_all(loaders.join("x86_64")).unwrap();
+    std::fs::create_dir_all(loaders.join("aarch64")).unwrap();
+    for (name, content) in [
+        ("x86_64/shimx64.efi", "shim x64"),
+        ("x86_64/grubx64.efi", "grub x64"),
+        ("aarch64/shimaa64.efi", "shim aa64"),
+        ("aarch64/grubaa64.efi", "grub aa64"),
+    ] {
+        std::fs::write(loaders.join(name), content).unwrap();
+    }
+    daemon.cli_ok(&[
+        "nodedefine",
+        "n1",
+        "net.eth0.hwaddr=52:54:00:aa:00:01",
+        "deployment.pendingprofile=p1",
+    ]);
+    let base = format!(
+        "http://{}/boot/by-mac/52:54:00:aa:00:01",
+        daemon.listener("http")
+    );
+    // Shim asks for GRUB in its own directory, with a doubled slash.
+    for (file, content) in [
+        ("shimx64.efi", "shim x64"),
+        ("grubx64.efi", "grub x64"),
+        ("/grubx64.efi", "grub x64"),
+        ("shimaa64.efi", "shim aa64"),
+        ("grubaa64.efi", "grub aa64"),
+    ] {
+        let (headers, body) = curl(&[&format!("{base}/{file}")]);
+        assert_eq!(status(&headers), 200, "{file}: {headers}");
+        assert_eq!(String::from_utf8_lossy(&body), content, "{file}");
+    }
+    // Shim's optional companions are answered at once, not redirected (shim does not follow
+    // redirects and waits for the connection to close).
+    for file in [
+        "revocations_sbat.efi",
+        "revocations_sku.efi",
+        "shim_certificate_0.efi",
+    ] {
+        let (headers, _) = curl(&[&format!("{base}/{file}")]);
+        assert_eq!(status(&headers), 404, "{file}: {headers}");
+    }
+    daemon.stop();
+}

@@ -7,6 +7,11 @@
 //!
 //! QEMU's NIC option ROM is iPXE, so the BIOS chain is ROM (iPXE) -> per-node script over HTTP
 //! -> kernel; the TFTP stage is exercised by OVMF's native PXE, which fetches `ipxe.efi`.
+//!
+//! The Secure Boot chain (a profile with `bootloader: shim`) boots OVMF with Secure Boot on
+//! and Microsoft's keys enrolled: PXE -> `x86_64/shimx64.efi` (Microsoft-signed) ->
+//! `x86_64/grubx64.efi` (Debian-signed) -> GRUB configuration over TFTP -> Debian's signed
+//! kernel and the initramfs over TFTP.
 
 mod common;
 
@@ -36,8 +41,21 @@ fn kit() -> PathBuf {
     dir
 }
 
+/// How the test node boots: its profile's `bootloader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    /// The default: iPXE, which fetches the per-node script over HTTP.
+    Ipxe,
+    /// `bootloader: shim`: shim, GRUB, and the GRUB configuration and files over TFTP.
+    Shim,
+}
+
 /// A profile with the kit's kernel and initramfs; the marker goes on the kernel command line.
 fn install_profile(state: &Path, marker: &str) {
+    install_profile_for(state, marker, Chain::Ipxe);
+}
+
+fn install_profile_for(state: &Path, marker: &str, chain: Chain) {
     let kit = kit();
     let boot = state.join("lib/public/os").join(PROFILE).join("boot");
     std::fs::create_dir_all(boot.join("initramfs")).unwrap();
@@ -45,17 +63,27 @@ fn install_profile(state: &Path, marker: &str) {
     std::fs::copy(kit.join("initramfs.cpio"), boot.join("initramfs/test.cpio")).unwrap();
     std::fs::write(
         state.join("lib/public/os").join(PROFILE).join("profile.yaml"),
-        format!(
-            "label: Network boot test\nkernelargs: console=ttyS0 quiet panic=-1 confluent_marker={marker}\n"
-        ),
+        match chain {
+            Chain::Ipxe => format!(
+                "label: Network boot test\nkernelargs: console=ttyS0 quiet panic=-1 confluent_marker={marker}\n"
+            ),
+            // Not quiet: the test reads the kernel's Secure Boot messages on the console.
+            Chain::Shim => format!(
+                "label: Secure Boot test\nkernelargs: console=ttyS0 panic=-1 confluent_marker={marker}\nbootloader: shim\n"
+            ),
+        },
     )
     .unwrap();
 }
 
-fn install_boot_loaders(state: &Path) {
+fn install_boot_loaders(state: &Path, chain: Chain) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bootloaders/install.sh");
+    let packages: &[&str] = match chain {
+        Chain::Ipxe => &["--only", "ipxe"],
+        Chain::Shim => &["--only", "shim-signed", "--only", "grub-efi-amd64-signed"],
+    };
     let output = Command::new(&script)
-        .args(["--only", "ipxe"])
+        .args(packages)
         .arg(state.join("lib/tftpboot"))
         .output()
         .expect("run bootloaders/install.sh");
@@ -187,23 +215,68 @@ fn ovmf(dir: &Path) -> Vec<String> {
     ]
 }
 
+/// OVMF with Secure Boot enforced and Microsoft's keys enrolled (Debian's `ovmf` package):
+/// the 4 MB secure-boot build needs SMM, hence q35 with `smm=on` and a secure flash.
+fn ovmf_secure_boot(dir: &Path) -> Vec<String> {
+    let code = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+    let variables = dir.join("OVMF_VARS_4M.ms.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", &variables)
+        .expect("OVMF_VARS_4M.ms.fd: apt-get install -y ovmf");
+    assert!(
+        Path::new(code).is_file(),
+        "{code} is missing: apt-get install -y ovmf"
+    );
+    [
+        "-machine",
+        "q35,smm=on",
+        "-global",
+        "driver=cfi.pflash01,property=secure,value=on",
+        "-global",
+        "ICH9-LPC.disable_s3=1",
+        "-drive",
+        &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+        "-drive",
+        &format!("if=pflash,format=raw,unit=1,file={}", variables.display()),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Define node `n1` with `mac` and the test profile pending, boot a VM with `vm_arguments` and
 /// wait for the initramfs marker; the DHCP exchanges must show the boot files `offered` (with
-/// `{http_port}` standing for the HTTP listener's port).
+/// `{http_port}` standing for the HTTP listener's port). Returns the serial console output.
 fn boots_to_initramfs(
     subnet_prefix: &str,
     mac: &str,
     vm_arguments: &[String],
     offered: &[&str],
     limit: Duration,
-) {
+) -> String {
+    boots_to_initramfs_with(
+        subnet_prefix,
+        mac,
+        vm_arguments,
+        offered,
+        limit,
+        Chain::Ipxe,
+    )
+}
+
+fn boots_to_initramfs_with(
+    subnet_prefix: &str,
+    mac: &str,
+    vm_arguments: &[String],
+    offered: &[&str],
+    limit: Duration,
+    chain: Chain,
+) -> String {
     let lab = Lab::new(subnet_prefix);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let marker = format!("m{}", std::process::id());
     let daemon = lab.start_daemon(&state);
-    install_profile(&state, &marker);
-    install_boot_loaders(&state);
+    install_profile_for(&state, &marker, chain);
+    install_boot_loaders(&state, chain);
     let hwaddr = format!("net.eth0.hwaddr={mac}");
     let address = format!("net.eth0.ipv4_address={subnet_prefix}.21/24");
     let pending = format!("deployment.pendingprofile={PROFILE}");
@@ -220,39 +293,59 @@ fn boots_to_initramfs(
     let started = Instant::now();
     let mut vm = lab.start_vm(&serial, &arguments);
     let needle = format!("CONFLUENT-NETBOOT-REACHED-INITRAMFS marker={marker}");
-    wait_for_serial(&serial, &mut vm, &needle, limit);
+    let console = wait_for_serial(&serial, &mut vm, &needle, limit);
     eprintln!(
         "reached the initramfs in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let http_port = daemon.listener("http").port().to_string();
-    let files: Vec<String> = daemon
+    let acknowledged: Vec<(String, String)> = daemon
         .dhcp_exchanges()
         .iter()
         .filter(|exchange| exchange["reply"] == "ACK" && exchange["node"] == "n1")
-        .filter_map(|exchange| exchange["boot_file"].as_str().map(str::to_string))
+        .filter_map(|exchange| {
+            Some((
+                exchange["boot_file"].as_str()?.to_string(),
+                exchange["reason_code"].as_str()?.to_string(),
+            ))
+        })
         .collect();
+    let files: Vec<&String> = acknowledged.iter().map(|(file, _)| file).collect();
     for file in offered {
         let file = file.replace("{http_port}", &http_port);
         assert!(
-            files.contains(&file),
-            "{file} not acknowledged to n1: {files:?}"
+            files.contains(&&file),
+            "{file} not acknowledged to n1: {acknowledged:?}"
         );
     }
-    // The daemon recorded what it served the node.
+    if chain == Chain::Shim {
+        // The firmware's PXE got shim, and the exchange says the profile asked for it.
+        assert!(
+            acknowledged.iter().any(|(file, reason)| file == "x86_64/shimx64.efi"
+                && reason == "secure_boot_chain"),
+            "shim not offered for the profile's bootloader: shim: {acknowledged:?}"
+        );
+    }
+    // The daemon recorded what it served the node: the iPXE script over HTTP, or GRUB's
+    // configuration over TFTP.
+    let event = match chain {
+        Chain::Ipxe => "boot.http",
+        Chain::Shim => "boot.tftp",
+    };
     let messages = daemon
         .client()
         .request(
             "retrieve",
             "/events/log",
-            serde_json::json!({"type": "boot.http", "noderange": "n1"}),
+            serde_json::json!({"type": event, "noderange": "n1"}),
         )
         .expect("query the event log");
     assert!(
         format!("{messages:?}").contains("boot script"),
-        "no boot.http event for n1: {messages:?}"
+        "no {event} event for n1: {messages:?}"
     );
     daemon.stop();
+    console
 }
 
 #[test]
@@ -355,7 +448,7 @@ fn uefi_pxe_fetches_ipxe_efi_over_tftp_then_boots_over_http() {
         // No option ROM: OVMF's own PXE client (architecture 7) fetches ipxe.efi over TFTP.
         format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
     ]);
-    boots_to_initramfs(
+    let console = boots_to_initramfs(
         "10.72.0",
         mac,
         &arguments,
@@ -364,5 +457,49 @@ fn uefi_pxe_fetches_ipxe_efi_over_tftp_then_boots_over_http() {
             "http://10.72.0.1:{http_port}/boot/by-mac/52:54:00:72:00:01/boot.ipxe",
         ],
         Duration::from_secs(300),
+    );
+    // The firmware's PXE really took the file over TFTP (and did not fall back to UEFI HTTP
+    // boot, which would reach the same script through iPXE too).
+    assert!(
+        console.contains("NBP file downloaded successfully"),
+        "UEFI PXE did not download ipxe.efi:\n{console}"
+    );
+}
+
+#[test]
+fn uefi_secure_boot_pxe_boots_shim_then_grub_then_the_signed_kernel_over_tftp() {
+    let mac = "52:54:00:75:00:01";
+    let dir = tempfile::tempdir().unwrap();
+    let mut arguments = ovmf_secure_boot(dir.path());
+    arguments.extend([
+        // Only IPv4 PXE: skip the IPv6 attempt that follows a failure.
+        "-fw_cfg".into(),
+        "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
+        "-m".into(),
+        "512".into(),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+    ]);
+    let console = boots_to_initramfs_with(
+        "10.75.0",
+        mac,
+        &arguments,
+        &["x86_64/shimx64.efi"],
+        Duration::from_secs(240),
+        Chain::Shim,
+    );
+    assert!(
+        console.contains("NBP file downloaded successfully"),
+        "UEFI PXE did not download shim:\n{console}"
+    );
+    // Secure Boot was enforced all the way: the kernel (verified by GRUB through shim) says so.
+    assert!(
+        console.contains("Secure boot enabled"),
+        "the kernel did not report Secure Boot; console:\n{console}"
+    );
+    // Nothing came over HTTP: Debian's signed GRUB has no HTTP client.
+    assert!(
+        !console.contains("error:"),
+        "GRUB reported an error:\n{console}"
     );
 }

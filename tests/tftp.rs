@@ -413,21 +413,142 @@ fn past_the_transfer_cap_requests_get_a_busy_error() {
 }
 
 #[test]
-fn grub_gets_a_configuration_chaining_to_its_node_over_http() {
+fn grub_gets_a_configuration_chaining_to_its_node_over_tftp() {
     let served = Served::start(&[]);
     let out = tempfile::tempdir().unwrap();
-    let http_port = served.daemon.listener("http").port();
-    // GRUB asks for its configuration in its prefix, per MAC first; none exist on disk.
-    for name in ["grub/grub.cfg-01-52-54-00-12-34-56", "x86_64/grub.cfg"] {
+    // GRUB asks for its configuration in its prefix (Debian's signed network GRUB:
+    // `grub/grub.cfg`), others per MAC first; none exist on disk.
+    for name in [
+        "grub/grub.cfg",
+        "grub/grub.cfg-01-52-54-00-12-34-56",
+        "x86_64/grub.cfg",
+    ] {
         let url = format!("tftp://{}/{name}", served.address());
         run_client("curl", &["-sS", "-o", "grub.cfg", &url], out.path());
         let config = std::fs::read_to_string(out.path().join("grub.cfg")).unwrap();
         assert_eq!(
             config,
-            format!(
-                "configfile (http,${{net_default_server}}:{http_port})/boot/by-mac/${{net_default_mac}}/grub.cfg\n"
-            ),
+            "configfile (tftp,${net_default_server})/boot/by-mac/${net_default_mac}/grub.cfg\n",
             "{name}"
         );
+    }
+}
+
+/// What a raw client reads of `name`, or the ERROR it gets.
+fn read_all(raw: &Raw, name: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
+    raw.read_request(name.as_bytes(), Options::default());
+    let mut content = Vec::new();
+    loop {
+        let (packet, tid) = raw.expect();
+        match wire::decode(&packet) {
+            Ok(Packet::Data { block, data }) => {
+                content.extend_from_slice(data);
+                let last = data.len() < 512;
+                raw.send_to(&Packet::Ack { block }, tid);
+                if last {
+                    return Ok(content);
+                }
+            }
+            _ => return Err(expect_error(&packet)),
+        }
+    }
+}
+
+#[test]
+fn the_node_grub_configuration_and_profile_boot_files_are_served_over_tftp() {
+    let served = Served::start(&[]);
+    let lib = served.daemon.state_dir.join("lib");
+    let profile = lib.join("public/os/sb1");
+    std::fs::create_dir_all(profile.join("boot/initramfs")).unwrap();
+    std::fs::write(
+        profile.join("profile.yaml"),
+        "label: SB\nkernelargs: console=ttyS0\nbootloader: shim\n",
+    )
+    .unwrap();
+    // The kernel is a symlink into imported media, as imported profiles have.
+    std::fs::create_dir_all(lib.join("distributions/d1")).unwrap();
+    std::fs::write(lib.join("distributions/d1/vmlinuz"), pattern(3000)).unwrap();
+    std::os::unix::fs::symlink(
+        lib.join("distributions/d1/vmlinuz"),
+        profile.join("boot/kernel"),
+    )
+    .unwrap();
+    std::fs::write(profile.join("boot/initramfs/a.cpio"), b"initramfs").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", profile.join("boot/passwd")).unwrap();
+    served.daemon.cli_ok(&[
+        "nodedefine",
+        "n1",
+        "net.eth0.hwaddr=52:54:00:12:34:56",
+        "deployment.pendingprofile=sb1",
+    ]);
+    served
+        .daemon
+        .cli_ok(&["nodedefine", "idle1", "net.eth0.hwaddr=52:54:00:12:34:57"]);
+    let raw = Raw::new(served.address());
+    let config = String::from_utf8(
+        read_all(&raw, "boot/by-mac/52:54:00:12:34:56/grub.cfg").expect("node config"),
+    )
+    .unwrap();
+    assert!(
+        config.contains("linux (tftp,${net_default_server})/os/sb1/boot/kernel console=ttyS0\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("initrd (tftp,${net_default_server})/os/sb1/boot/initramfs/a.cpio\n"),
+        "{config}"
+    );
+    let idle = String::from_utf8(
+        read_all(&raw, "boot/by-mac/52:54:00:12:34:57/grub.cfg").expect("idle config"),
+    )
+    .unwrap();
+    assert!(idle.contains("\nexit\n"), "{idle}");
+    let unknown = read_all(&raw, "boot/by-mac/52:54:00:12:34:58/grub.cfg").unwrap_err();
+    assert_eq!(unknown.0, ErrorCode::FileNotFound);
+    // The files the configuration names, through the symlink into lib/distributions.
+    assert_eq!(
+        read_all(&raw, "os/sb1/boot/kernel").expect("kernel"),
+        pattern(3000)
+    );
+    assert_eq!(
+        read_all(&raw, "/os/sb1/boot/initramfs/a.cpio").expect("initramfs"),
+        b"initramfs"
+    );
+    // Nothing of the profile outside boot/, nothing through a symlink out, no escapes.
+    for name in [
+        "os/sb1/profile.yaml",
+        "os/sb1/boot/passwd",
+        "os/sb1/boot/../profile.yaml",
+        "os/../../../etc/passwd",
+        "os/.hidden/boot/kernel",
+        "os/sb1/boot",
+        "os/missing/boot/kernel",
+    ] {
+        let (code, message) = read_all(&raw, name).unwrap_err();
+        assert!(
+            matches!(code, ErrorCode::AccessViolation | ErrorCode::FileNotFound),
+            "{name}: {code:?} {message}"
+        );
+        assert!(!message.contains('/'), "{name}: {message}");
+    }
+    // The node's configuration was recorded for its boot timeline (appends are queued: poll).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = served
+            .daemon
+            .client()
+            .request(
+                "retrieve",
+                "/events/log",
+                serde_json::json!({"type": "boot.tftp", "noderange": "n1"}),
+            )
+            .expect("query the event log");
+        if format!("{events:?}").contains("boot script") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no boot.tftp event for n1: {events:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -104,19 +104,109 @@ impl Boot {
     }
 }
 
-/// Files the TFTP server renders instead of reading them from the boot-loader directory: GRUB
-/// (loaded over TFTP by shim) looks for `grub.cfg-01-<mac>`, `grub.cfg-<hex address>` and
-/// `grub.cfg` in its prefix; each gets a configuration that chains to the node's own over
-/// HTTP from the server it booted from (`$net_default_server`, `$net_default_mac`).
+/// What the TFTP server answers besides the boot loaders in its root, for the Secure Boot
+/// chain (shim, then Debian's signed network GRUB, which has no HTTP client):
+///
+/// - `boot/by-mac/<mac>/grub.cfg`: the node's GRUB configuration for its pending profile,
+///   loading kernel and initramfs over TFTP ([`scripts::grub_tftp`]), or the "boot from local
+///   disk" one; recorded as a `boot.tftp` event of the node;
+/// - any other `grub.cfg` or `grub.cfg-*` (wherever GRUB's prefix points; Debian's looks for
+///   `grub/grub.cfg`): a configuration chaining to the one above with GRUB's
+///   `$net_default_mac` ([`scripts::grub_chain`]);
+/// - `os/<profile>/boot/<file>`: the profile's `lib/public/os/<profile>/boot/<file>`, read-only,
+///   confined to that directory, whose symlinks may lead only into `lib/public` and
+///   `lib/distributions` (as over HTTP, where the same files are public).
 pub struct TftpBootFiles {
-    pub http_port: u16,
+    pub boot: Arc<Boot>,
+    pub events: Arc<crate::eventlog::EventLogs>,
+}
+
+impl TftpBootFiles {
+    /// A profile's boot file; `rest` is already normalized (no `..`, no empty components).
+    fn profile_file(
+        &self,
+        profile: &str,
+        rest: &str,
+    ) -> Result<crate::tftp::VirtualFile, crate::tftp::TftpOpenError> {
+        use crate::tftp::{Root, TftpOpenError, VirtualFile};
+        if !profile::valid_name(profile) {
+            return Err(TftpOpenError::Escapes);
+        }
+        let root = Root::with_link_targets(
+            &self.boot.profiles().join(profile).join("boot"),
+            &self.boot.public_roots,
+        )?;
+        let (file, size) = root.open(rest)?;
+        Ok(VirtualFile::Opened(file, size))
+    }
+
+    /// The per-node GRUB configuration over TFTP.
+    fn node_grub(&self, mac: &str) -> Result<crate::tftp::VirtualFile, crate::tftp::TftpOpenError> {
+        use crate::tftp::{TftpOpenError, VirtualFile};
+        let mac = MacAddress::parse(mac).ok_or(TftpOpenError::NotFound)?;
+        // No waiting here: before the directory's first build every machine is unknown.
+        let node = self.boot.directory.read().by_mac(&mac).cloned();
+        let request = format!("boot/by-mac/{mac}/grub.cfg");
+        let Some(node) = node else {
+            self.record(
+                None,
+                serde_json::json!({"request": request, "outcome": "unknown machine"}),
+            );
+            return Err(TftpOpenError::NotFound);
+        };
+        let pending = node.pending_profile.as_deref();
+        let outcome = |text: &str| serde_json::json!({"request": request, "profile": pending, "outcome": text});
+        let Some(profile_name) = pending else {
+            self.record(Some(&node.name), outcome("local boot"));
+            return Ok(VirtualFile::Memory(bytes::Bytes::from(
+                scripts::grub_local(&node.name),
+            )));
+        };
+        match profile::load(&self.boot.profiles(), profile_name) {
+            Ok(profile) => {
+                self.record(Some(&node.name), outcome("boot script"));
+                Ok(VirtualFile::Memory(bytes::Bytes::from(scripts::grub_tftp(
+                    &profile,
+                ))))
+            }
+            Err(error) => {
+                self.record(Some(&node.name), outcome(&error.to_string()));
+                Err(TftpOpenError::NotFound)
+            }
+        }
+    }
+
+    /// Record what a booting machine was given, for "why did node X not boot?".
+    fn record(&self, node: Option<&str>, detail: serde_json::Value) {
+        let mut event = crate::eventlog::Event::new("boot.tftp", detail);
+        if let Some(node) = node {
+            event = event.node(node);
+        }
+        // Never blocks; a full queue is counted by the log itself.
+        let _ = self.events.events.append(event);
+    }
 }
 
 impl crate::tftp::VirtualFiles for TftpBootFiles {
-    fn lookup(&self, path: &str, _client: std::net::IpAddr) -> Option<bytes::Bytes> {
-        let name = path.rsplit('/').next()?;
-        (name == "grub.cfg" || name.starts_with("grub.cfg-"))
-            .then(|| bytes::Bytes::from(scripts::grub_chain(self.http_port)))
+    fn lookup(
+        &self,
+        path: &str,
+        _client: std::net::IpAddr,
+    ) -> Option<Result<crate::tftp::VirtualFile, crate::tftp::TftpOpenError>> {
+        let components: Vec<&str> = path.split('/').collect();
+        match components.as_slice() {
+            ["boot", "by-mac", mac, "grub.cfg"] => return Some(self.node_grub(mac)),
+            ["os", profile, "boot", rest @ ..] if !rest.is_empty() => {
+                return Some(self.profile_file(profile, &rest.join("/")));
+            }
+            _ => {}
+        }
+        let name = components.last()?;
+        (*name == "grub.cfg" || name.starts_with("grub.cfg-")).then(|| {
+            Ok(crate::tftp::VirtualFile::Memory(bytes::Bytes::from(
+                scripts::grub_chain(),
+            )))
+        })
     }
 }
 

@@ -1,6 +1,6 @@
-//! Per-node boot scripts (reference 10.5): an iPXE script and a GRUB configuration for the
-//! node's pending profile, or a script that leaves the network boot so the machine boots from
-//! its disk. Pure: the caller supplies the profile and the base URL the client reached us at.
+//! Per-node boot scripts (reference 10.5): an iPXE script and a GRUB configuration (over
+//! HTTP(S), or over TFTP for Debian's signed GRUB) for the node's pending profile, or a script
+//! that leaves the network boot so the machine boots from its disk. Pure: the caller supplies the profile and the base URL the client reached us at.
 
 use std::fmt::Write as _;
 
@@ -65,7 +65,32 @@ pub fn ipxe_local(node: &str) -> String {
 /// `host` is `address[:port]` as the client reached us; `secure` picks `https`.
 pub fn grub(profile: &Profile, host: &str, secure: bool) -> String {
     let scheme = if secure { "https" } else { "http" };
-    let root = format!("({scheme},{host})/confluent-public/os/{}", profile.name);
+    grub_entry(
+        profile,
+        &format!("({scheme},{host})/confluent-public/os/{}", profile.name),
+    )
+}
+
+/// The TFTP name under which a profile's `boot/` directory is served: `os/<profile>/boot/`.
+pub fn tftp_profile_path(profile: &str) -> String {
+    format!("os/{profile}")
+}
+
+/// GRUB, served over TFTP: the same entry as [`grub`], loading the kernel and every initramfs
+/// over TFTP from the server GRUB was loaded from (`$net_default_server`), because Debian's
+/// signed network GRUB has no HTTP client (and under Secure Boot cannot load one).
+pub fn grub_tftp(profile: &Profile) -> String {
+    grub_entry(
+        profile,
+        &format!(
+            "(tftp,${{net_default_server}})/{}",
+            tftp_profile_path(&profile.name)
+        ),
+    )
+}
+
+/// One menu entry; `root` is the GRUB path of the profile directory (holding `boot/`).
+fn grub_entry(profile: &Profile, root: &str) -> String {
     let mut config = String::from("set timeout=0\n");
     let _ = writeln!(
         config,
@@ -98,12 +123,12 @@ pub fn grub_local(node: &str) -> String {
     )
 }
 
-/// GRUB configuration that chains to the per-MAC configuration over HTTP on `http_port` of
-/// the server GRUB was loaded from; served over TFTP where GRUB looks for its `grub.cfg`.
-pub fn grub_chain(http_port: u16) -> String {
-    format!(
-        "configfile (http,${{net_default_server}}:{http_port})/boot/by-mac/${{net_default_mac}}/grub.cfg\n"
-    )
+/// GRUB configuration that chains to the per-MAC configuration, over TFTP from the server GRUB
+/// was loaded from (`$net_default_server`, `$net_default_mac`); served over TFTP wherever
+/// GRUB looks for its `grub.cfg`. TFTP, not HTTP: Debian's signed network GRUB has no `http`
+/// module built in, and under Secure Boot it cannot load one.
+pub fn grub_chain() -> String {
+    "configfile (tftp,${net_default_server})/boot/by-mac/${net_default_mac}/grub.cfg\n".to_string()
 }
 
 #[cfg(test)]
@@ -116,6 +141,7 @@ mod tests {
             label: "Rocky 9.4 (default)".into(),
             kernel_args: "quiet console=ttyS0\nrd.break".into(),
             initramfs: vec!["addons.cpio".into(), "distribution".into()],
+            boot_loader: super::super::profile::BootLoader::Ipxe,
         }
     }
 
@@ -146,11 +172,23 @@ mod tests {
     }
 
     #[test]
-    fn grub_chains_to_the_per_mac_configuration() {
+    fn grub_chains_to_the_per_mac_configuration_over_tftp() {
         assert_eq!(
-            grub_chain(8080),
-            "configfile (http,${net_default_server}:8080)/boot/by-mac/${net_default_mac}/grub.cfg\n"
+            grub_chain(),
+            "configfile (tftp,${net_default_server})/boot/by-mac/${net_default_mac}/grub.cfg\n"
         );
+    }
+
+    #[test]
+    fn grub_over_tftp_loads_from_the_profile_path_the_tftp_server_maps() {
+        let config = grub_tftp(&profile());
+        assert!(config.contains(
+            "linux (tftp,${net_default_server})/os/rocky-9.4-x86_64-default/boot/kernel quiet console=ttyS0 rd.break\n"
+        ));
+        assert!(config.contains(
+            "initrd (tftp,${net_default_server})/os/rocky-9.4-x86_64-default/boot/initramfs/addons.cpio (tftp,${net_default_server})/os/rocky-9.4-x86_64-default/boot/initramfs/distribution\n"
+        ));
+        assert!(!config.contains("http"));
     }
 
     #[test]

@@ -134,7 +134,8 @@ impl Daemon {
             .context("event log loader panicked")?
             .context("failed to open the event logs")?;
         let events = Arc::new(events);
-        let (directory, refresher) = crate::dhcp::live::LiveDirectory::start(&config);
+        let (directory, refresher) =
+            crate::dhcp::live::LiveDirectory::start(&config, paths.lib.join("public/os"));
         let boot = crate::boot::Boot::new(directory, &paths.lib)
             .context("failed to prepare the boot file directories")?;
         let roles_file = paths.etc.join("authorization.yaml");
@@ -208,7 +209,6 @@ impl Daemon {
             );
             services.push(Box::new(service));
         }
-        let http_port = boot_settings.http_port;
         if options
             .dhcp
             .iter()
@@ -232,9 +232,11 @@ impl Daemon {
             services.push(Box::new(service));
         }
         if let Some(address) = options.tftp {
-            // GRUB's configuration, chaining to the per-node one over HTTP.
-            let files: Arc<dyn crate::tftp::VirtualFiles> =
-                Arc::new(crate::boot::TftpBootFiles { http_port });
+            // GRUB's configurations and the profiles' boot files, for the Secure Boot chain.
+            let files: Arc<dyn crate::tftp::VirtualFiles> = Arc::new(crate::boot::TftpBootFiles {
+                boot: context.boot.clone(),
+                events: context.events.clone(),
+            });
             let service = crate::tftp::TftpService::bind(
                 address,
                 &context.paths.tftp_root(),

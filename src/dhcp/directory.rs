@@ -4,12 +4,16 @@
 //! packet.
 //!
 //! Built from a configuration [`Store`] and kept current from change notifications
-//! ([`Directory::refresh_nodes`]), so a packet never walks 100,000 nodes. Pure: no I/O.
+//! ([`Directory::refresh_nodes`]), so a packet never walks 100,000 nodes. It also carries the
+//! `bootloader` setting of the profiles (read from their `profile.yaml` by
+//! [`crate::boot::profile::ProfileScan`] in `live.rs`), so the policy can tell whether a node's
+//! pending profile asks for the Secure Boot chain. Pure: no I/O.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::boot::profile::BootLoader;
 use crate::config::model::{ResolvedValue, Store};
 use crate::proto::dhcp::MacAddress;
 
@@ -113,6 +117,8 @@ pub struct Directory {
     pub default_insecure: InsecureProtocols,
     /// DNS and NTP settings of the `everything` group, for unknown machines.
     pub default_network: NetworkOptions,
+    /// Profiles whose `bootloader` is not the default; see [`Directory::boot_loader_of`].
+    profile_boot_loaders: HashMap<Arc<str>, BootLoader>,
 }
 
 fn text(store: &Store, node: &str, attribute: &str) -> Option<Arc<str>> {
@@ -289,6 +295,19 @@ impl Directory {
 
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The boot loader profile `profile` asks for (the default for profiles not known).
+    pub fn boot_loader_of(&self, profile: &str) -> BootLoader {
+        self.profile_boot_loaders
+            .get(profile)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Replace the profiles' boot loader settings (those that are not the default).
+    pub fn set_profile_boot_loaders(&mut self, loaders: HashMap<Arc<str>, BootLoader>) {
+        self.profile_boot_loaders = loaders;
     }
 }
 

@@ -5,8 +5,14 @@
 //! and returns the [`DirectoryRefresher`] service, which builds the index off the async workers
 //! and then applies every committed change to it. Readers wait for the first build with
 //! [`LiveDirectory::wait_ready`] (a single atomic load once built).
+//!
+//! The refresher also rescans the profiles' `profile.yaml` files every
+//! [`ProfileScan::INTERVAL`] on the blocking pool (stat only, parse what changed) and swaps
+//! their `bootloader` settings into the directory, so the DHCP policy reads them from memory.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, NodeBoot};
+use crate::boot::profile::{BootLoader, ProfileScan};
 use crate::config::ConfigEngine;
 use crate::config::watch::{ChangeSet, WatchFilter};
 
@@ -28,8 +35,12 @@ pub struct LiveDirectory {
 }
 
 impl LiveDirectory {
-    /// Watch the configuration and hand back the service that builds and refreshes the index.
-    pub fn start(config: &Arc<ConfigEngine>) -> (Arc<LiveDirectory>, DirectoryRefresher) {
+    /// Watch the configuration and hand back the service that builds and refreshes the index
+    /// (and the boot loader settings of the profiles under `profiles`, the `os/` directory).
+    pub fn start(
+        config: &Arc<ConfigEngine>,
+        profiles: PathBuf,
+    ) -> (Arc<LiveDirectory>, DirectoryRefresher) {
         let changes = config.watch(WatchFilter {
             nodes: None,
             attributes: vec![
@@ -48,6 +59,7 @@ impl LiveDirectory {
             live: live.clone(),
             config: config.clone(),
             changes,
+            profiles: ProfileScan::new(profiles),
         };
         (live, refresher)
     }
@@ -113,29 +125,63 @@ impl LiveDirectory {
     }
 }
 
-/// Builds the directory, then applies configuration changes to it until shutdown.
+/// Builds the directory, then applies configuration changes (and profile boot loader changes)
+/// to it until shutdown.
 pub struct DirectoryRefresher {
     live: Arc<LiveDirectory>,
     config: Arc<ConfigEngine>,
     changes: tokio::sync::mpsc::UnboundedReceiver<Arc<ChangeSet>>,
+    profiles: ProfileScan,
+}
+
+/// Rescan the profiles on the blocking pool; the scanner goes there and comes back.
+async fn rescan_profiles(
+    mut scan: ProfileScan,
+) -> anyhow::Result<(ProfileScan, Option<HashMap<Arc<str>, BootLoader>>)> {
+    tokio::task::spawn_blocking(move || {
+        let changed = scan.rescan();
+        (scan, changed)
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("scanning the profiles panicked: {error}"))
 }
 
 impl DirectoryRefresher {
-    async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let config = self.config.clone();
-        let directory = tokio::task::spawn_blocking(move || config.read(Directory::from_store))
+    async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let DirectoryRefresher {
+            live,
+            config,
+            mut changes,
+            profiles,
+        } = self;
+        let reader = config.clone();
+        let mut directory = tokio::task::spawn_blocking(move || reader.read(Directory::from_store))
             .await
             .map_err(|error| anyhow::anyhow!("building the node directory panicked: {error}"))?;
-        *self.live.directory.write() = directory;
-        self.live.ready.store(true, Ordering::Release);
-        self.live.built.notify_waiters();
+        let (mut profiles, loaders) = rescan_profiles(profiles).await?;
+        directory.set_profile_boot_loaders(loaders.unwrap_or_default());
+        *live.directory.write() = directory;
+        live.ready.store(true, Ordering::Release);
+        live.built.notify_waiters();
+        let mut rescan = tokio::time::interval(ProfileScan::INTERVAL);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the scan above covered it.
+        rescan.tick().await;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                changes = self.changes.recv() => match changes {
-                    Some(changes) => self.live.apply(&self.config, &changes),
+                changes = changes.recv() => match changes {
+                    Some(changes) => live.apply(&config, &changes),
                     None => return Ok(()),
                 },
+                _ = rescan.tick() => {
+                    let (scanned, loaders) = rescan_profiles(profiles).await?;
+                    profiles = scanned;
+                    if let Some(loaders) = loaders {
+                        tracing::debug!(profiles = loaders.len(), "profile boot loaders refreshed");
+                        live.directory.write().set_profile_boot_loaders(loaders);
+                    }
+                }
             }
         }
     }

@@ -9,7 +9,11 @@
 //! - an unknown machine gets a pool address, and the discovery boot only if `discovery.policy`
 //!   allows it;
 //! - PXE/TFTP and plain-HTTP boot need `deployment.useinsecureprotocols` `firmware` or
-//!   `always`; UEFI HTTP boot is offered over HTTPS otherwise.
+//!   `always`; UEFI HTTP boot is offered over HTTPS otherwise;
+//! - the first boot loader is iPXE, unless the node's pending profile says `bootloader: shim`
+//!   ([`Directory::boot_loader_of`]): then UEFI machines get the Secure Boot chain (shim, which
+//!   loads GRUB from the same place); BIOS machines and clients already running iPXE still get
+//!   iPXE.
 //!
 //! This module must not do I/O, read clocks or mutate anything: the service applies the
 //! returned [`LeaseChange`] and sends the reply.
@@ -20,6 +24,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use super::directory::{Directory, InsecureProtocols, NodeBoot};
+use crate::boot::profile::BootLoader;
 use crate::proto::dhcp::{
     BootTransport, DhcpRequest, Firmware, MAX_FILE_FIELD_LENGTH, MacAddress, MessageType,
     ReplyFields,
@@ -232,6 +237,10 @@ pub enum Reason {
     BootChain {
         profile: Arc<str>,
     },
+    /// A UEFI node whose pending profile says `bootloader: shim` gets shim (then GRUB).
+    SecureBootChain {
+        profile: Arc<str>,
+    },
     /// An unknown machine gets the discovery boot.
     DiscoveryBoot,
     /// A known node with nothing pending: address only, boots from disk.
@@ -271,6 +280,7 @@ impl Reason {
             Reason::NotEthernet => "not_ethernet",
             Reason::NotAClientMessage(_) => "not_a_client_message",
             Reason::BootChain { .. } => "boot_chain",
+            Reason::SecureBootChain { .. } => "secure_boot_chain",
             Reason::DiscoveryBoot => "discovery_boot",
             Reason::NothingPending => "nothing_pending",
             Reason::DiscoveryNotAllowed => "discovery_not_allowed",
@@ -310,6 +320,10 @@ impl std::fmt::Display for Reason {
             Reason::BootChain { profile } => {
                 write!(formatter, "pending profile {profile}: boot chain offered")
             }
+            Reason::SecureBootChain { profile } => write!(
+                formatter,
+                "pending profile {profile} asks for bootloader: shim: Secure Boot chain (shim, then GRUB) offered"
+            ),
             Reason::DiscoveryBoot => write!(
                 formatter,
                 "unknown machine, discovery.policy allows the discovery boot"
@@ -455,21 +469,28 @@ fn boot_plan(
     if !is_boot_client(request) {
         return BootPlan::Nothing(Reason::NotABootClient);
     }
-    let (insecure, why) = match node {
+    let (insecure, why, pending) = match node {
         Some(node) => match &node.pending_profile {
             Some(profile) => (
                 node.insecure,
                 Reason::BootChain {
                     profile: profile.clone(),
                 },
+                Some(profile),
             ),
             None => return BootPlan::Nothing(Reason::NothingPending),
         },
         None if directory.discovery_boot_allowed => {
-            (directory.default_insecure, Reason::DiscoveryBoot)
+            (directory.default_insecure, Reason::DiscoveryBoot, None)
         }
         None => return BootPlan::Nothing(Reason::DiscoveryNotAllowed),
     };
+    // The Secure Boot chain, when the pending profile asks for it: the reason says so.
+    let shim = pending
+        .filter(|profile| directory.boot_loader_of(profile) == BootLoader::Shim)
+        .map(|profile| Reason::SecureBootChain {
+            profile: profile.clone(),
+        });
     let Some(mac) = request.mac else {
         return BootPlan::Nothing(Reason::NotEthernet);
     };
@@ -496,14 +517,21 @@ fn boot_plan(
         || described.is_some_and(|(_, transport, _)| transport == BootTransport::Http);
     if http_boot {
         // UEFI HTTP boot loads an EFI binary: HTTPS unless plain HTTP is allowed for firmware.
-        let loader = match described.map(|(firmware, _, _)| firmware) {
-            Some(Firmware::EfiArm64) => "aarch64.efi",
-            Some(Firmware::EfiX64) | None => "x86_64.efi",
+        // Shim finds GRUB next to itself: the HTTP routes serve both under the same prefix.
+        let arm64 = match described.map(|(firmware, _, _)| firmware) {
+            Some(Firmware::EfiArm64) => true,
+            Some(Firmware::EfiX64) | None => false,
             Some(_) => {
                 return BootPlan::Nothing(Reason::UnsupportedArchitecture(
                     architecture.map_or(0, |architecture| architecture.0),
                 ));
             }
+        };
+        let (loader, why) = match (arm64, shim) {
+            (false, None) => ("x86_64.efi", why),
+            (true, None) => ("aarch64.efi", why),
+            (false, Some(shim)) => ("shimx64.efi", shim),
+            (true, Some(shim)) => ("shimaa64.efi", shim),
         };
         let secure = !insecure.allows_firmware();
         let full = url(ingress, secure, &format!("/boot/by-mac/{mac}/{loader}"));
@@ -518,19 +546,23 @@ fn boot_plan(
             why,
         );
     }
-    // Everything else is PXE: the firmware fetches iPXE over TFTP.
+    // Everything else is PXE: the firmware fetches iPXE (or shim) over TFTP.
     if insecure == InsecureProtocols::Never {
         return BootPlan::Nothing(Reason::InsecureRefused);
     }
     // A PXE ROM without option 93 predates RFC 4578: it is a PC BIOS.
     let firmware = described.map_or(Firmware::PcBios, |(firmware, _, _)| firmware);
-    let file = match firmware {
-        Firmware::PcBios => "x86_64/undionly.kpxe",
-        Firmware::EfiX64 => match ingress.boot.uefi_x64_loader {
-            UefiLoader::Ipxe => "x86_64/ipxe.efi",
-            UefiLoader::SnpOnly => "x86_64/snponly.efi",
+    // Shim fetches `grubx64.efi` from the directory of the file it was loaded as.
+    let (file, why) = match (firmware, shim) {
+        // BIOS has no Secure Boot: iPXE even when the profile asks for shim.
+        (Firmware::PcBios, _) => ("x86_64/undionly.kpxe", why),
+        (Firmware::EfiX64, Some(shim)) => ("x86_64/shimx64.efi", shim),
+        (Firmware::EfiX64, None) => match ingress.boot.uefi_x64_loader {
+            UefiLoader::Ipxe => ("x86_64/ipxe.efi", why),
+            UefiLoader::SnpOnly => ("x86_64/snponly.efi", why),
         },
-        Firmware::EfiArm64 => "aarch64/ipxe.efi",
+        (Firmware::EfiArm64, Some(shim)) => ("aarch64/shimaa64.efi", shim),
+        (Firmware::EfiArm64, None) => ("aarch64/ipxe.efi", why),
         _ => {
             return BootPlan::Nothing(Reason::UnsupportedArchitecture(
                 architecture.map_or(0, |architecture| architecture.0),
@@ -672,7 +704,14 @@ fn lease_fields(fields: &mut ReplyFields, seconds: u32) {
 
 fn with_boot(fields: &mut ReplyFields, scope: &Scope, boot: &BootFile) {
     fields.boot_file = Some(boot.file.clone());
-    fields.vendor_class = Some(boot.vendor_class.to_string());
+    // Option 60 `PXEClient` without PXE vendor options (option 43) marks a "BINL" offer: UEFI
+    // PXE (EDK2's PxeBcDhcp4) then asks a boot server on port 4011 for the boot file instead of
+    // taking the one offered, and fails when nobody answers there ("PXE-E16: No valid offer
+    // received"). A full-mode reply names the file itself, so only proxyDHCP replies (which
+    // answer port 4011) say `PXEClient`. UEFI HTTP boot needs `HTTPClient` in every reply.
+    if boot.vendor_class != "PXEClient" || scope.mode == Mode::Proxy {
+        fields.vendor_class = Some(boot.vendor_class.to_string());
+    }
     if boot.tftp {
         fields.siaddr = Some(scope.server_address);
     }
@@ -998,6 +1037,14 @@ mod tests {
         by_uuid.interfaces[0].mac = None;
         by_uuid.uuid = Some("00112244-0000-0000-0000-0000000000aa".into());
         directory.insert(by_uuid);
+        directory.insert(node(
+            "shimmed",
+            15,
+            Some("debian-sb"),
+            InsecureProtocols::Firmware,
+        ));
+        directory
+            .set_profile_boot_loaders(HashMap::from([(Arc::from("debian-sb"), BootLoader::Shim)]));
         directory
     }
 
@@ -1024,6 +1071,7 @@ mod tests {
     const PXE_UEFI: &[(u8, &[u8])] = &[(60, b"PXEClient:Arch:00007:UNDI:003016"), (93, &[0, 7])];
     const PXE_ARM64: &[(u8, &[u8])] = &[(60, b"PXEClient:Arch:00011:UNDI:003016"), (93, &[0, 11])];
     const HTTP_UEFI: &[(u8, &[u8])] = &[(60, b"HTTPClient:Arch:00016"), (93, &[0, 0x10])];
+    const HTTP_ARM64: &[(u8, &[u8])] = &[(60, b"HTTPClient:Arch:00019"), (93, &[0, 0x13])];
     const IPXE: &[(u8, &[u8])] = &[
         (60, b"PXEClient:Arch:00000:UNDI:002001"),
         (77, b"iPXE"),
@@ -1100,8 +1148,145 @@ mod tests {
         }
         let http = decide(Mode::Full, &leases, &request(1, 11, HTTP_UEFI));
         assert_eq!(fields(&http).vendor_class.as_deref(), Some("HTTPClient"));
+        // No `PXEClient` in a full-mode reply: UEFI PXE would go looking for a boot server on
+        // port 4011 instead of taking the file offered.
         let pxe = decide(Mode::Full, &leases, &request(1, 11, PXE_UEFI));
-        assert_eq!(fields(&pxe).vendor_class.as_deref(), Some("PXEClient"));
+        assert_eq!(fields(&pxe).vendor_class, None);
+        assert_eq!(fields(&pxe).boot_file.as_deref(), Some("x86_64/ipxe.efi"));
+    }
+
+    #[test]
+    fn a_profile_asking_for_shim_gets_the_secure_boot_chain_on_uefi() {
+        let leases = FakeLeases::default();
+        for (options, file, tftp, vendor_class) in [
+            (PXE_UEFI, "x86_64/shimx64.efi", true, None),
+            (PXE_ARM64, "aarch64/shimaa64.efi", true, None),
+            (
+                HTTP_UEFI,
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/shimx64.efi",
+                false,
+                Some("HTTPClient"),
+            ),
+            (
+                HTTP_ARM64,
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/shimaa64.efi",
+                false,
+                Some("HTTPClient"),
+            ),
+        ] {
+            for message in [1, 3] {
+                let mut options = options.to_vec();
+                let requested = [10, 77, 0, 15];
+                if message == 3 {
+                    options.push((50, &requested));
+                }
+                let decision = decide(Mode::Full, &leases, &request(message, 15, &options));
+                assert_eq!(decision.node.as_deref(), Some("shimmed"));
+                assert_eq!(
+                    decision.reason,
+                    Reason::SecureBootChain {
+                        profile: Arc::from("debian-sb")
+                    },
+                    "{file}"
+                );
+                assert_eq!(decision.reason.code(), "secure_boot_chain");
+                let text = decision.reason.to_string();
+                assert!(
+                    text.contains("debian-sb") && text.contains("bootloader: shim"),
+                    "{text}"
+                );
+                let fields = fields(&decision);
+                assert_eq!(fields.boot_file.as_deref(), Some(file));
+                assert_eq!(fields.siaddr, tftp.then_some(SERVER));
+                assert_eq!(fields.vendor_class.as_deref(), vendor_class);
+            }
+        }
+        // Proxy mode offers the same chain.
+        let proxied = decide(Mode::Proxy, &leases, &request(1, 15, PXE_UEFI));
+        assert_eq!(
+            fields(&proxied).boot_file.as_deref(),
+            Some("x86_64/shimx64.efi")
+        );
+        assert_eq!(proxied.reason.code(), "secure_boot_chain");
+    }
+
+    #[test]
+    fn shim_profiles_keep_ipxe_on_bios_and_for_ipxe_clients_and_others_keep_ipxe() {
+        let leases = FakeLeases::default();
+        // BIOS has no Secure Boot, and a client already running iPXE wants its script.
+        for (options, file) in [
+            (PXE_BIOS, "x86_64/undionly.kpxe"),
+            (
+                IPXE,
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/boot.ipxe",
+            ),
+        ] {
+            let decision = decide(Mode::Full, &leases, &request(1, 15, options));
+            assert_eq!(fields(&decision).boot_file.as_deref(), Some(file));
+            assert_eq!(
+                decision.reason,
+                Reason::BootChain {
+                    profile: Arc::from("debian-sb")
+                }
+            );
+        }
+        // A profile without the setting still gets iPXE, in the same directory.
+        for (options, file) in [
+            (PXE_UEFI, "x86_64/ipxe.efi"),
+            (PXE_ARM64, "aarch64/ipxe.efi"),
+            (
+                HTTP_UEFI,
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0b/x86_64.efi",
+            ),
+        ] {
+            let decision = decide(Mode::Full, &leases, &request(1, 11, options));
+            assert_eq!(fields(&decision).boot_file.as_deref(), Some(file));
+            assert_eq!(decision.reason.code(), "boot_chain");
+        }
+        // Unknown machines (discovery) never get shim.
+        let mut allowing = directory();
+        allowing.discovery_boot_allowed = true;
+        allowing.default_insecure = InsecureProtocols::Firmware;
+        let scope = scope(Mode::Full);
+        let boot = BootSettings::default();
+        let ingress = Ingress {
+            scope: &scope,
+            boot: &boot,
+            pxe_port: false,
+        };
+        let decision = reply(&allowing, &leases, &ingress, &request(1, 200, PXE_UEFI));
+        assert_eq!(
+            fields(&decision).boot_file.as_deref(),
+            Some("x86_64/ipxe.efi")
+        );
+    }
+
+    #[test]
+    fn the_shim_chain_obeys_insecure_protocols() {
+        let leases = FakeLeases::default();
+        let mut directory = directory();
+        directory.insert(node(
+            "shimmed",
+            15,
+            Some("debian-sb"),
+            InsecureProtocols::Never,
+        ));
+        let scope = scope(Mode::Full);
+        let boot = BootSettings::default();
+        let ingress = Ingress {
+            scope: &scope,
+            boot: &boot,
+            pxe_port: false,
+        };
+        let pxe = reply(&directory, &leases, &ingress, &request(1, 15, PXE_UEFI));
+        assert_eq!(pxe.reason, Reason::InsecureRefused);
+        assert_eq!(fields(&pxe).boot_file, None);
+        let http = reply(&directory, &leases, &ingress, &request(1, 15, HTTP_UEFI));
+        assert_eq!(
+            fields(&http).boot_file.as_deref(),
+            Some("https://10.77.0.1:443/boot/by-mac/52:54:00:00:00:0f/shimx64.efi")
+        );
+        assert_eq!(http.reason.code(), "secure_boot_chain");
     }
 
     #[test]
@@ -1678,6 +1863,9 @@ mod tests {
             Reason::NotEthernet,
             Reason::NotAClientMessage(MessageType::Ack),
             Reason::BootChain {
+                profile: Arc::from("p"),
+            },
+            Reason::SecureBootChain {
                 profile: Arc::from("p"),
             },
             Reason::DiscoveryBoot,

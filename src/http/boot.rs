@@ -4,7 +4,9 @@
 //!   ETags, symlinks followed only into `lib/public` and `lib/distributions`;
 //! - `/boot/{by-mac,by-uuid,by-node}/<id>/<file>` (also under `/confluent-api/`): `boot.ipxe`
 //!   and `grub.cfg` rendered for the node's pending profile (or a script that exits to the local
-//!   disk), `x86_64.efi`/`aarch64.efi` (the iPXE loader handed to UEFI HTTP boot), and any other
+//!   disk), `x86_64.efi`/`aarch64.efi` (the iPXE loader handed to UEFI HTTP boot),
+//!   `shimx64.efi`/`grubx64.efi` and `shimaa64.efi`/`grubaa64.efi` (the Secure Boot chain for
+//!   profiles with `bootloader: shim`; shim fetches GRUB from its own directory), and any other
 //!   file redirected into the pending profile's directory;
 //! - `/boot/su/<id>[/<name>]`: the short URLs the DHCP service hands out for long names.
 //!
@@ -98,6 +100,28 @@ async fn short_link_named(
     short_link(state, Path(id)).await
 }
 
+/// The boot loader (under the TFTP root) a UEFI HTTP boot URL names: iPXE as `x86_64.efi` /
+/// `aarch64.efi`, and the Secure Boot chain, shim and the GRUB that shim fetches from the same
+/// directory as itself.
+fn http_boot_loader(file: &str) -> Option<&'static str> {
+    Some(match file {
+        "x86_64.efi" => "x86_64/ipxe.efi",
+        "aarch64.efi" => "aarch64/ipxe.efi",
+        "shimx64.efi" => "x86_64/shimx64.efi",
+        "grubx64.efi" => "x86_64/grubx64.efi",
+        "shimaa64.efi" => "aarch64/shimaa64.efi",
+        "grubaa64.efi" => "aarch64/grubaa64.efi",
+        _ => return None,
+    })
+}
+
+/// Files shim 16 fetches from its own directory when they exist; this server has none.
+const SHIM_OPTIONAL_FILES: &[&str] = &[
+    "revocations_sku.efi",
+    "revocations_sbat.efi",
+    "shim_certificate_0.efi",
+];
+
 /// Record what a booting machine was given, for "why did node X not boot?".
 fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
     let mut event = Event::new("boot.http", detail);
@@ -121,21 +145,27 @@ async fn by_identity(
             format!("{kind}/{id}: expected by-mac/<mac>, by-uuid/<uuid> or by-node/<node>"),
         );
     };
+    // Shim asks for `<its directory>//grubx64.efi` (it appends `/grubx64.efi` to a directory
+    // that ends in `/`): read empty components as nothing.
+    let file = file.trim_start_matches('/');
     let boot = &context.boot;
-    // The EFI loader for UEFI HTTP boot: the same for every machine.
-    if let Some(arch) = file.strip_suffix(".efi")
-        && matches!(arch, "x86_64" | "aarch64")
-    {
-        let loader = format!("{arch}/ipxe.efi");
+    // The EFI loaders for UEFI HTTP boot: the same for every machine.
+    if let Some(loader) = http_boot_loader(file) {
         return files::serve(
             &boot.loaders,
-            &loader,
+            loader,
             &boot.loader_roots,
             &boot.file_cache,
             &method,
             &headers,
         )
         .await;
+    }
+    // Optional files shim looks for next to itself (SBAT and SKU revocations, an extra
+    // certificate). Answered at once: a redirect leaves shim waiting for the connection to
+    // close (30 s each, seen with Debian's shim 16.1 under OVMF).
+    if SHIM_OPTIONAL_FILES.contains(&file) {
+        return plain(StatusCode::NOT_FOUND, format!("{file}: not provided"));
     }
     let Some(node) = boot.identify(&identity).await else {
         record(
@@ -161,7 +191,7 @@ async fn by_identity(
         })
     };
     let Some(profile_name) = pending.as_deref() else {
-        let body = match file.as_str() {
+        let body = match file {
             "boot.ipxe" => scripts::ipxe_local(&node.name),
             "grub.cfg" => scripts::grub_local(&node.name),
             _ => {
@@ -174,7 +204,7 @@ async fn by_identity(
         record(&context, Some(&node.name), outcome("local boot"));
         return script(body);
     };
-    if !matches!(file.as_str(), "boot.ipxe" | "grub.cfg") {
+    if !matches!(file, "boot.ipxe" | "grub.cfg") {
         // Anything else lives in the profile (reference 10.5: by-* redirects into it).
         return redirect(&format!(
             "{}/{file}",

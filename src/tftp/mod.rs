@@ -1,6 +1,6 @@
 //! The TFTP boot service: read-only, rooted at the boot-loader directory
 //! (`lib/tftpboot/`), with virtual files ([`VirtualFiles`], e.g. per-node GRUB
-//! configurations) consulted before the filesystem.
+//! configurations and profiles' `boot/` directories) consulted before the filesystem.
 //!
 //! The listening socket ([`socket::ListenSocket`]) only decodes requests
 //! ([`crate::proto::tftp`]) and starts transfers: each read request becomes a task on the
@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::proto::tftp::{self as wire, ErrorCode, Mode, Options, Packet};
-use root::{Root, TftpOpenError};
+pub use root::{Root, TftpOpenError};
 use socket::ListenSocket;
 pub use socket::TftpBindError;
 use transfer::{Source, TftpTransferError};
@@ -46,11 +46,23 @@ pub const FALLBACK_BLKSIZE_CAP: u16 = 1468;
 /// How long shutdown waits for transfers to notice it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Files that exist only in the daemon's memory, such as a node's generated boot
-/// configuration. Consulted before the filesystem, with the normalized name (relative to
-/// the root, `/`-separated, no leading `/`) and the client's address.
+/// A file served from somewhere other than the root directory.
+#[derive(Debug)]
+pub enum VirtualFile {
+    /// Generated in memory, such as a node's boot configuration.
+    Memory(Bytes),
+    /// Opened read-only by the [`VirtualFiles`] implementation, which is responsible for
+    /// confining it (with a [`Root`] of its own), with its size.
+    Opened(std::fs::File, u64),
+}
+
+/// Names the server answers other than from its root directory: files generated in memory
+/// (a node's GRUB configuration) or mapped to other directories (a profile's `boot/`).
+/// Consulted before the root, with the normalized name (relative to the root, `/`-separated,
+/// no leading `/`) and the client's address; `None` falls through to the root.
 pub trait VirtualFiles: Send + Sync + 'static {
-    fn lookup(&self, path: &str, client: IpAddr) -> Option<Bytes>;
+    /// Runs on the blocking pool: it may read files.
+    fn lookup(&self, path: &str, client: IpAddr) -> Option<Result<VirtualFile, TftpOpenError>>;
 }
 
 /// No virtual files: everything comes from the root directory.
@@ -58,7 +70,7 @@ pub trait VirtualFiles: Send + Sync + 'static {
 pub struct NoVirtualFiles;
 
 impl VirtualFiles for NoVirtualFiles {
-    fn lookup(&self, _path: &str, _client: IpAddr) -> Option<Bytes> {
+    fn lookup(&self, _path: &str, _client: IpAddr) -> Option<Result<VirtualFile, TftpOpenError>> {
         None
     }
 }
@@ -426,17 +438,24 @@ impl PendingRead {
         if self.mode == Mode::Mail {
             return Err(TftpOpenError::MailMode);
         }
-        if let Some(bytes) = shared.files.lookup(&name, self.peer.ip().to_canonical()) {
-            return Ok(Source::Memory(match self.mode {
-                Mode::Netascii => Bytes::from(wire::to_netascii(&bytes)),
-                _ => bytes,
-            }));
-        }
         let root = shared.root.clone();
+        let files = shared.files.clone();
+        let client = self.peer.ip().to_canonical();
         let max_netascii = shared.limits.max_netascii_bytes;
         let netascii = self.mode == Mode::Netascii;
         tokio::task::spawn_blocking(move || {
-            let (file, size) = root.open(&name)?;
+            let (file, size) = match files.lookup(&name, client) {
+                Some(Ok(VirtualFile::Memory(bytes))) => {
+                    return Ok(Source::Memory(if netascii {
+                        Bytes::from(wire::to_netascii(&bytes))
+                    } else {
+                        bytes
+                    }));
+                }
+                Some(Ok(VirtualFile::Opened(file, size))) => (file, size),
+                Some(Err(error)) => return Err(error),
+                None => root.open(&name)?,
+            };
             if !netascii {
                 return Ok(Source::file(file, size));
             }

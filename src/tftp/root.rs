@@ -105,18 +105,48 @@ pub fn normalize(raw: &[u8]) -> Result<String, TftpOpenError> {
 #[derive(Debug, Clone)]
 pub struct Root {
     canonical: PathBuf,
+    /// Canonical directories an opened file may really lie in: the root, and for
+    /// [`Root::with_link_targets`] the directories its symlinks may point into.
+    allowed: Vec<PathBuf>,
 }
 
 impl Root {
     /// `directory` must exist.
     pub fn new(directory: &Path) -> std::io::Result<Root> {
+        let canonical = std::fs::canonicalize(directory)?;
         Ok(Root {
-            canonical: std::fs::canonicalize(directory)?,
+            allowed: vec![canonical.clone()],
+            canonical,
+        })
+    }
+
+    /// Names are resolved under `directory`, but symlinks may lead into the canonical
+    /// directories `link_targets` (e.g. a profile's `boot/` whose kernel links into imported
+    /// media); nothing outside them is opened. `directory` itself must resolve into one of
+    /// them, or the root is refused as [`TftpOpenError::Escapes`].
+    pub fn with_link_targets(
+        directory: &Path,
+        link_targets: &[PathBuf],
+    ) -> Result<Root, TftpOpenError> {
+        let canonical = std::fs::canonicalize(directory).map_err(open_error)?;
+        if !link_targets
+            .iter()
+            .any(|target| canonical.starts_with(target))
+        {
+            return Err(TftpOpenError::Escapes);
+        }
+        Ok(Root {
+            canonical,
+            allowed: link_targets.to_vec(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.canonical
+    }
+
+    fn allows(&self, path: &Path) -> bool {
+        self.allowed.iter().any(|allowed| path.starts_with(allowed))
     }
 
     /// Open a normalized name read-only. Blocking: call from `spawn_blocking`.
@@ -131,7 +161,7 @@ impl Root {
                     .ancestors()
                     .skip(1)
                     .find_map(|ancestor| std::fs::canonicalize(ancestor).ok())
-                    .is_some_and(|ancestor| ancestor.starts_with(&self.canonical));
+                    .is_some_and(|ancestor| self.allows(&ancestor));
                 return Err(if inside {
                     open_error(error)
                 } else {
@@ -139,7 +169,7 @@ impl Root {
                 });
             }
         };
-        if !resolved.starts_with(&self.canonical) {
+        if !self.allows(&resolved) {
             return Err(TftpOpenError::Escapes);
         }
         // O_NOFOLLOW: the canonical path has no symlinks left, so one appearing now is a
@@ -160,7 +190,7 @@ impl Root {
             std::os::fd::AsRawFd::as_raw_fd(&file)
         ))
         .map_err(TftpOpenError::Io)?;
-        if !opened.starts_with(&self.canonical) {
+        if !self.allows(&opened) {
             return Err(TftpOpenError::Escapes);
         }
         Ok((file, metadata.len()))
@@ -250,6 +280,36 @@ mod tests {
         assert!(matches!(root.open("sub"), Err(TftpOpenError::NotAFile)));
         assert!(matches!(
             root.open("sub/file/x"),
+            Err(TftpOpenError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn link_targets_widen_where_symlinks_may_lead_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("distributions/debian");
+        let boot = dir.path().join("public/os/p1/boot");
+        std::fs::create_dir_all(&media).unwrap();
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::write(media.join("vmlinuz"), b"kernel").unwrap();
+        std::fs::write(dir.path().join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(media.join("vmlinuz"), boot.join("kernel")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), boot.join("secret")).unwrap();
+        let targets = [
+            std::fs::canonicalize(dir.path().join("public")).unwrap(),
+            std::fs::canonicalize(dir.path().join("distributions")).unwrap(),
+        ];
+        let root = Root::with_link_targets(&boot, &targets).unwrap();
+        assert_eq!(root.open("kernel").unwrap().1, 6);
+        assert!(matches!(root.open("secret"), Err(TftpOpenError::Escapes)));
+        // A root that itself lies outside the targets is refused.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("public/os/out")).unwrap();
+        assert!(matches!(
+            Root::with_link_targets(&dir.path().join("public/os/out"), &targets),
+            Err(TftpOpenError::Escapes)
+        ));
+        assert!(matches!(
+            Root::with_link_targets(&dir.path().join("public/os/missing/boot"), &targets),
             Err(TftpOpenError::NotFound)
         ));
     }

@@ -18,14 +18,16 @@ struct TestFiles {
 }
 
 impl VirtualFiles for TestFiles {
-    fn lookup(&self, path: &str, client: IpAddr) -> Option<Bytes> {
-        match path {
+    fn lookup(&self, path: &str, client: IpAddr) -> Option<Result<VirtualFile, TftpOpenError>> {
+        let bytes = match path {
             "grub.cfg" if client == IpAddr::from([127, 0, 0, 1]) => {
-                Some(Bytes::from_static(b"set timeout=0\nboot\n"))
+                Bytes::from_static(b"set timeout=0\nboot\n")
             }
-            "large.bin" => Some(self.large.clone()),
-            _ => None,
-        }
+            "large.bin" => self.large.clone(),
+            "refused" => return Some(Err(TftpOpenError::Escapes)),
+            _ => return None,
+        };
+        Some(Ok(VirtualFile::Memory(bytes)))
     }
 }
 
@@ -166,6 +168,20 @@ async fn virtual_files_come_first_and_see_the_client() {
     );
     client.ack(1, tid).await;
     eventually(&server.stats, |counts| counts.completed == 2).await;
+
+    // A virtual name can be refused as such, even when the root has a file of that name.
+    std::fs::write(server.root.path().join("refused"), b"from disk").unwrap();
+    client
+        .read_request("refused", Mode::Octet, Options::default())
+        .await;
+    let (packet, _) = client.expect().await;
+    assert!(matches!(
+        wire::decode(&packet),
+        Ok(Packet::Error {
+            code: ErrorCode::AccessViolation,
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
