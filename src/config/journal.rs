@@ -241,12 +241,20 @@ pub fn replay_with<R>(
                     reason: torn.reason,
                 });
             }
-            tracing::warn!(
-                path = %path.display(),
-                offset = torn.offset,
-                reason = %torn.reason,
-                "ignoring the torn tail of a journal (a write interrupted by a crash; it was never acknowledged)"
-            );
+            let zeros = usize::try_from(torn.offset)
+                .ok()
+                .and_then(|offset| bytes.get(offset..))
+                .is_some_and(|tail| tail.iter().all(|byte| *byte == 0));
+            if zeros {
+                tracing::debug!(path = %path.display(), offset = torn.offset, "cutting the preallocated space after the last journal record");
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset = torn.offset,
+                    reason = %torn.reason,
+                    "ignoring the torn tail of a journal (a write interrupted by a crash; it was never acknowledged)"
+                );
+            }
             let file = OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -284,9 +292,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// An open journal file, appended to in sequence order. Used by the writer thread, and
-/// directly (without a thread) by a caller that does its own group commit (the DHCP leases).
-pub(crate) struct Writer {
+/// An open journal file, appended to in sequence order by the writer thread.
+struct Writer {
     dir: PathBuf,
     path: PathBuf,
     file: BufWriter<File>,
@@ -294,7 +301,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Continue the newest journal file in `dir`, or start one whose first record is `first_seq`.
-    pub(crate) fn open(dir: &Path, first_seq: u64) -> io::Result<Writer> {
+    fn open(dir: &Path, first_seq: u64) -> io::Result<Writer> {
         fs::create_dir_all(dir)?;
         // Continue the newest file if there is one, else start a new one.
         let existing = list_files(dir).ok().and_then(|files| files.last().cloned());
@@ -317,21 +324,120 @@ impl Writer {
 
     /// Buffer one record (written out by the next [`Writer::sync`], or earlier when the buffer
     /// fills).
-    pub(crate) fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
+    fn append(&mut self, seq: u64, payload: &[u8]) -> io::Result<()> {
         self.file.write_all(&encode_record(seq, payload))
     }
 
     /// Write out everything appended and make it durable (`fdatasync`).
-    pub(crate) fn sync(&mut self) -> io::Result<()> {
+    fn sync(&mut self) -> io::Result<()> {
         self.file.flush()?;
         self.file.get_ref().sync_data()
     }
 
-    /// Make everything durable, then continue in a new file whose first record is `first_seq`.
-    pub(crate) fn rotate(&mut self, first_seq: u64) -> io::Result<()> {
+    fn error(&self, source: io::Error) -> Arc<JournalError> {
+        Arc::new(JournalError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Space a [`PreallocatedWriter`] allocates at a time.
+const PREALLOCATION: u64 = 4 << 20;
+
+/// A journal file written in place over zeros allocated ahead, for a caller that does its own
+/// group commit (the DHCP leases): as a sync rarely changes the file's size or block map,
+/// `fdatasync` writes the new records and nothing else. The zeros after the last record read
+/// back as a torn tail, which replay cuts; the file is truncated to its records when it is
+/// rotated or finished, so only the newest file of a crashed process ever has such a tail.
+pub(crate) struct PreallocatedWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Records appended since the last sync.
+    buffer: Vec<u8>,
+    /// Bytes of records in the file.
+    written: u64,
+    /// Bytes of zeros and records in the file.
+    allocated: u64,
+}
+
+impl PreallocatedWriter {
+    /// Start a new file in `dir` whose first record will be `first_seq`.
+    pub(crate) fn create(dir: &Path, first_seq: u64) -> io::Result<PreallocatedWriter> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(file_name(first_seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut writer = PreallocatedWriter {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            buffer: Vec::new(),
+            written: 0,
+            allocated: 0,
+        };
+        writer.allocate(PREALLOCATION)?;
+        writer.file.sync_all()?;
+        sync_dir(dir)?;
+        Ok(writer)
+    }
+
+    /// Append zeros until `size` bytes are allocated.
+    fn allocate(&mut self, size: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let zeros = vec![0u8; 256 << 10];
+        while self.allocated < size {
+            let length = usize::try_from(size - self.allocated)
+                .unwrap_or(usize::MAX)
+                .min(zeros.len());
+            self.file
+                .write_all_at(zeros.get(..length).unwrap_or_default(), self.allocated)?;
+            self.allocated += length as u64;
+        }
+        Ok(())
+    }
+
+    /// Buffer one record until the next [`PreallocatedWriter::sync`].
+    pub(crate) fn append(&mut self, seq: u64, payload: &[u8]) {
+        self.buffer.extend_from_slice(&encode_record(seq, payload));
+    }
+
+    /// Write the buffered records in place and make them durable (`fdatasync`).
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let end = self.written + self.buffer.len() as u64;
+        if end > self.allocated {
+            self.allocate(end.div_ceil(PREALLOCATION) * PREALLOCATION)?;
+        }
+        self.file.write_all_at(&self.buffer, self.written)?;
+        self.file.sync_data()?;
+        self.written = end;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Sync, then cut the zeros after the last record.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
         self.sync()?;
-        let next = Writer::open_path(&self.dir, self.dir.join(file_name(first_seq)))?;
-        *self = next;
+        if self.allocated > self.written {
+            self.file.set_len(self.written)?;
+            self.allocated = self.written;
+            self.file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Finish this file, then continue in a new one whose first record is `first_seq`.
+    pub(crate) fn rotate(&mut self, first_seq: u64) -> io::Result<()> {
+        self.finish()?;
+        *self = PreallocatedWriter::create(&self.dir.clone(), first_seq)?;
         Ok(())
     }
 
@@ -533,6 +639,43 @@ mod tests {
         assert_eq!(transactions.len(), 3);
         assert_eq!(last, 3);
         assert_eq!(fs::metadata(&path).unwrap().len() as usize, whole);
+    }
+
+    #[test]
+    fn preallocated_files_replay_after_a_crash_and_are_cut_when_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let parse = |payload: &[u8]| Some(payload.to_vec());
+        let mut writer = PreallocatedWriter::create(dir.path(), 1).unwrap();
+        for seq in 1..=3 {
+            writer.append(seq, format!("record {seq}").as_bytes());
+        }
+        writer.sync().unwrap();
+        let first = dir.path().join(file_name(1));
+        assert_eq!(fs::metadata(&first).unwrap().len(), PREALLOCATION);
+        // More than one preallocation of records: the file grows by whole steps.
+        let big = vec![b'x'; 1 << 20];
+        for seq in 4..=8 {
+            writer.append(seq, &big);
+        }
+        writer.sync().unwrap();
+        assert_eq!(fs::metadata(&first).unwrap().len(), 2 * PREALLOCATION);
+        writer.rotate(9).unwrap();
+        writer.append(9, b"record 9");
+        writer.sync().unwrap();
+        // A crash now: the rotated file was cut to its records, the newest one still has its
+        // zeros, which replay cuts.
+        drop(writer);
+        assert!(fs::metadata(&first).unwrap().len() < 2 * PREALLOCATION);
+        let (records, last) = replay_with(dir.path(), 0, parse).unwrap();
+        assert_eq!(last, 9);
+        assert_eq!(records.len(), 9);
+        assert_eq!(records[0].1, b"record 1");
+        assert_eq!(records[8].1, b"record 9");
+        let newest = dir.path().join(file_name(9));
+        assert_eq!(
+            fs::metadata(&newest).unwrap().len(),
+            (RECORD_HEADER + b"record 9".len()) as u64
+        );
     }
 
     #[test]

@@ -426,7 +426,7 @@ struct LeaseSnapshot {
 /// the replies that depend on them (its own group commit). Kept under the lease lock, so the
 /// records are in the order the changes were applied.
 pub struct LeaseJournal {
-    writer: journal::Writer,
+    writer: journal::PreallocatedWriter,
     dir: PathBuf,
     next_seq: u64,
     /// Records appended since the last commit.
@@ -546,8 +546,8 @@ impl LeaseJournal {
             }
         }
         let next_seq = last_seq + 1;
-        let writer =
-            journal::Writer::open(&journal_dir, next_seq).map_err(LeaseOpenError::Start)?;
+        let writer = journal::PreallocatedWriter::create(&journal_dir, next_seq)
+            .map_err(LeaseOpenError::Start)?;
         Ok((
             leases,
             LeaseJournal {
@@ -571,9 +571,7 @@ impl LeaseJournal {
         if payload.len() > journal::MAX_RECORD {
             return Err(LeaseWriteError::TooLarge(payload.len()));
         }
-        if let Err(source) = self.writer.append(self.next_seq, &payload) {
-            return Err(self.fail(source));
-        }
+        self.writer.append(self.next_seq, &payload);
         self.next_seq += 1;
         self.uncommitted += 1;
         self.appended_since_compaction += 1;
@@ -637,9 +635,13 @@ impl LeaseJournal {
         })
     }
 
-    /// Make everything appended durable (at shutdown).
+    /// Make everything appended durable and cut the file's preallocated space (at shutdown).
     pub fn close(&mut self) {
-        if let Err(error) = self.commit() {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(source) = self.writer.finish() {
+            let error = self.fail(source);
             tracing::warn!(error = %error, "DHCP lease journal not flushed at shutdown");
         }
     }
