@@ -18,6 +18,14 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/networking/dhcp/", "retrieve", "AO--"),
     ("/networking/dhcp/exchanges", "retrieve", "AO--"),
     ("/networking/dhcp/counters", "retrieve", "AO--"),
+    ("/networking/dhcp/interfaces/", "retrieve", "AO--"),
+    (
+        "/networking/dhcp/interfaces/{interface}",
+        "retrieve",
+        "AO--",
+    ),
+    ("/networking/dhcp/interfaces/{interface}", "update", "A---"),
+    ("/networking/dhcp/interfaces/{interface}", "delete", "A---"),
     // DHCP subnets and pools: read like any configuration, changed by administrators.
     ("/networking/dhcp/subnets/", "retrieve", "AO--"),
     ("/networking/dhcp/subnets/", "create", "A---"),

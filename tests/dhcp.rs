@@ -1278,3 +1278,103 @@ fn auto_mode_serves_full_alone_and_turns_proxy_when_another_server_appears() {
     );
     daemon.stop();
 }
+
+/// Run udhcpc once with `tries` DISCOVERs one second apart; the lease, or `None`.
+fn udhcpc_try(
+    lab: &Lab,
+    dir: &Path,
+    name: &str,
+    tries: u32,
+) -> Option<std::collections::HashMap<String, String>> {
+    let (script, output) = env_script(dir, name, "ip");
+    let status = lab
+        .in_client("timeout")
+        .args(["20", "udhcpc", "-i", &lab.client_interface])
+        .args(["-n", "-q", "-f", "-t", &tries.to_string(), "-T", "1", "-s"])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run udhcpc");
+    status.success().then(|| read_env(&output))
+}
+
+fn dhcp_interfaces(daemon: &DaemonProcess) -> Vec<serde_json::Value> {
+    daemon
+        .client()
+        .request(
+            "retrieve",
+            "/networking/dhcp/interfaces/",
+            serde_json::json!({}),
+        )
+        .expect("retrieve the DHCP interfaces")
+        .into_iter()
+        .filter_map(|mut message| message.get_mut("interface").map(serde_json::Value::take))
+        .collect()
+}
+
+#[test]
+fn interfaces_set_in_the_configuration_are_served_and_stopped_at_run_time() {
+    let lab = Lab::new("10.71.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // No --dhcp flag: nothing is served until the configuration says so.
+    let daemon = DaemonProcess::start_wrapped(&state, &["ip", "netns", "exec", &lab.server], &[]);
+    lab.set_client_mac("52:54:00:71:00:01");
+    assert!(dhcp_interfaces(&daemon).is_empty());
+    assert!(udhcpc_try(&lab, dir.path(), "before", 2).is_none());
+
+    let interface = lab.server_interface.as_str();
+    let listed = daemon.cli_ok(&["dhcpinterface", "set", interface, "full"]);
+    assert!(listed.contains("mode=full"), "{listed}");
+    let lease = udhcpc_try(&lab, dir.path(), "served", 10).expect("no lease once set to full");
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.71.0.128"));
+    let table = dhcp_interfaces(&daemon);
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert_eq!(table[0]["name"], interface);
+    assert_eq!(table[0]["source"], "configuration");
+    assert_eq!(table[0]["serving"], "full");
+    assert_eq!(table[0]["address"], "10.71.0.1");
+    let listed = daemon.cli_ok(&["dhcpinterface", "list"]);
+    assert!(
+        listed.contains(&format!(
+            "{interface}: mode=full source=configuration serving=full"
+        )),
+        "{listed}"
+    );
+
+    // Off: the sockets close; the next client gets nothing.
+    daemon.cli_ok(&["dhcpinterface", "set", interface, "off"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dhcp_interfaces(&daemon)[0]["serving"] != serde_json::Value::Null {
+        assert!(Instant::now() < deadline, "{:?}", dhcp_interfaces(&daemon));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.set_client_mac("52:54:00:71:00:02");
+    assert!(udhcpc_try(&lab, dir.path(), "off", 3).is_none());
+
+    // Bad input is refused with a reason and changes nothing.
+    let refused = daemon.client().request(
+        "update",
+        &format!("/networking/dhcp/interfaces/{interface}"),
+        serde_json::json!({"mode": "sometimes"}),
+    );
+    assert!(
+        format!("{refused:?}").contains("unknown DHCP mode"),
+        "{refused:?}"
+    );
+
+    // The setting is configuration: after a restart (SIGKILL) it is served again.
+    daemon.cli_ok(&["dhcpinterface", "set", interface, "full"]);
+    daemon.kill();
+    let daemon = DaemonProcess::start_wrapped(&state, &["ip", "netns", "exec", &lab.server], &[]);
+    let lease = udhcpc_try(&lab, dir.path(), "restarted", 10).expect("no lease after a restart");
+    assert_eq!(lease.get("ip").map(String::as_str), Some("10.71.0.129"));
+    daemon.cli_ok(&["dhcpinterface", "remove", interface]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dhcp_interfaces(&daemon).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", dhcp_interfaces(&daemon));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.stop();
+}

@@ -8,6 +8,12 @@
 //!
 //! Every change is validated before it is committed, and the DHCP service applies it to the next
 //! packet (it watches these globals).
+//!
+//! `/networking/dhcp/interfaces/`: the interfaces served ([`crate::dhcp::interfaces`]):
+//! retrieve lists every interface given by `--dhcp` or the configuration with what is served
+//! now; update `interfaces/<name>` with `{"mode": "full|proxy|auto|off"}` stores the global
+//! `dhcp.interface.<name>` (which overrides the flag), delete removes it. The service opens and
+//! closes sockets to match at once.
 
 use serde_json::{Map, Value, json};
 
@@ -15,6 +21,7 @@ use super::ApiError;
 use super::resources::commit_plan;
 use crate::config::plan;
 use crate::daemon::Context;
+use crate::dhcp::interfaces as served;
 use crate::dhcp::subnets::{self, SubnetObject, SubnetObjectError};
 
 fn invalid(error: &SubnetObjectError) -> ApiError {
@@ -159,4 +166,83 @@ fn no_such(subnet: ipnet::Ipv4Net) -> ApiError {
         "not_found",
         format!("no DHCP subnet object for {subnet}"),
     )
+}
+
+/// Answer a request under `/networking/dhcp/interfaces`; `rest` is the path after `interfaces`.
+pub async fn interfaces(
+    context: &Context,
+    operation: super::Operation,
+    rest: &[&str],
+    request_parameters: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    use super::Operation;
+    match (operation, rest) {
+        (Operation::Retrieve, []) => Ok(context
+            .dhcp_interfaces
+            .snapshot()
+            .iter()
+            .map(|entry| json!({ "interface": entry }))
+            .collect()),
+        (Operation::Retrieve, [name]) => context
+            .dhcp_interfaces
+            .snapshot()
+            .iter()
+            .find(|entry| entry.name == *name)
+            .map(|entry| vec![json!({ "interface": entry })])
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "not_found",
+                    format!("interface {name} is not configured for DHCP"),
+                )
+            }),
+        (Operation::Update, [name]) => {
+            if !served::valid_name(name) {
+                return Err(ApiError::bad_request(format!(
+                    "'{name}' is not an interface name"
+                )));
+            }
+            let fields = parameters(request_parameters)?;
+            if let Some(unknown) = fields.keys().find(|field| field.as_str() != "mode") {
+                return Err(ApiError::bad_request(format!(
+                    "unknown field '{unknown}' (only 'mode')"
+                )));
+            }
+            let mode: crate::dhcp::policy::Mode = fields
+                .get("mode")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("missing 'mode' (full, proxy, auto or off)"))?
+                .parse()
+                .map_err(|error: String| ApiError::new(400, "invalid_mode", error))?;
+            let key = served::key_of(name);
+            let value = json!({ "mode": mode.name() });
+            commit_plan(context, move |_, _| {
+                Ok(plan::set_global(&key, Some(value.clone())))
+            })
+            .await?;
+            Ok(vec![
+                json!({ "interface": { "name": name, "mode": mode.name(), "source": "configuration" } }),
+            ])
+        }
+        (Operation::Delete, [name]) => {
+            let key = served::key_of(name);
+            if context.config.read(|store| store.global(&key).is_none()) {
+                return Err(ApiError::new(
+                    404,
+                    "not_found",
+                    format!("interface {name} has no DHCP setting in the configuration"),
+                ));
+            }
+            commit_plan(context, move |_, _| Ok(plan::set_global(&key, None))).await?;
+            Ok(vec![json!({ "deleted": name })])
+        }
+        (Operation::Retrieve | Operation::Update | Operation::Delete, _) => Err(
+            ApiError::bad_request("use /networking/dhcp/interfaces/<name>"),
+        ),
+        (Operation::Create | Operation::Start | Operation::Shutdown, _) => Err(ApiError::new(
+            405,
+            "unsupported_operation",
+            "interfaces support retrieve, update and delete",
+        )),
+    }
 }

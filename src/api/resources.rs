@@ -69,6 +69,14 @@ pub const ROUTES: &[Route] = &[
         operations: &[R],
     },
     Route {
+        path: "/networking/dhcp/interfaces/",
+        operations: &[R],
+    },
+    Route {
+        path: "/networking/dhcp/interfaces/{interface}",
+        operations: &[R, U, D],
+    },
+    Route {
         path: "/networking/dhcp/subnets/",
         operations: &[R, C],
     },
@@ -495,7 +503,10 @@ async fn dispatch_values(
         (Operation::Retrieve, ["version"]) => Ok(vec![json!({"version": crate::VERSION})]),
         (Operation::Retrieve, ["networking"]) => Ok(links(["dhcp/"])),
         (Operation::Retrieve, ["networking", "dhcp"]) => {
-            Ok(links(["counters", "exchanges", "subnets/"]))
+            Ok(links(["counters", "exchanges", "interfaces/", "subnets/"]))
+        }
+        (_, ["networking", "dhcp", "interfaces", rest @ ..]) => {
+            super::dhcp::interfaces(context, operation, rest, parameters).await
         }
         (_, ["networking", "dhcp", "subnets", rest @ ..]) => {
             super::dhcp::subnets(context, operation, rest, parameters).await

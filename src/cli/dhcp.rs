@@ -1,8 +1,10 @@
 //! `confluent dhcpsubnet`: list, show, set and remove the DHCP subnet objects
-//! (`/networking/dhcp/subnets/`).
+//! (`/networking/dhcp/subnets/`); `confluent dhcpinterface`: list the served interfaces, set or
+//! remove an interface's mode (`/networking/dhcp/interfaces/`).
 //!
 //! One line per subnet, `CIDR: field=value ...` with lists comma-separated, sorted by subnet;
 //! `set` takes the same `field=value` words (`field=` clears a field) and prints the result.
+//! One line per interface, `NAME: mode=... source=... serving=... address=... subnet=...`.
 
 use serde_json::{Map, Value};
 
@@ -79,13 +81,32 @@ fn subnet_path(cidr: &str) -> String {
     format!("/networking/dhcp/subnets/{cidr}")
 }
 
-/// Print the subnet objects and the errors in `messages`.
+const INTERFACE_USAGE: &str =
+    "usage: confluent dhcpinterface list|show IFACE|set IFACE full|proxy|auto|off|remove IFACE
+  set stores the mode in the configuration (it overrides confluentd --dhcp); remove deletes it";
+
+/// `NAME: mode=... source=... serving=... address=... subnet=... error=...`
+fn format_interface(entry: &Value) -> String {
+    let mut line = format!("{}:", entry["name"].as_str().unwrap_or("?"));
+    for field in ["mode", "source", "serving", "address", "subnet", "error"] {
+        match &entry[field] {
+            Value::Null => {}
+            Value::String(text) => line.push_str(&format!(" {field}={text}")),
+            other => line.push_str(&format!(" {field}={other}")),
+        }
+    }
+    line
+}
+
+/// Print the subnet objects, interfaces and errors in `messages`.
 fn report(printer: &mut Printer, messages: &[Value]) {
     for message in messages {
         if let Some(error) = message.get("error").and_then(Value::as_str) {
             printer.error(None, error);
         } else if let Some(object) = message.get("subnet") {
             printer.line(&format_subnet(object));
+        } else if let Some(entry) = message.get("interface") {
+            printer.line(&format_interface(entry));
         } else if let Some(deleted) = message.get("deleted").and_then(Value::as_str) {
             printer.line(&format!("{deleted}: removed"));
         }
@@ -124,6 +145,41 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    request(printer, operation, &path, parameters)
+}
+
+/// `confluent dhcpinterface ...`
+pub fn interfaces_main(args: &[String]) -> i32 {
+    let path = |name: &str| format!("/networking/dhcp/interfaces/{name}");
+    let empty = || Value::Object(Map::new());
+    let (operation, path, parameters) = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["list"] | [] => (
+            "retrieve",
+            "/networking/dhcp/interfaces/".to_string(),
+            empty(),
+        ),
+        ["show", name] => ("retrieve", path(name), empty()),
+        ["remove", name] => ("delete", path(name), empty()),
+        ["set", name, mode] => ("update", path(name), serde_json::json!({ "mode": mode })),
+        ["-h" | "--help" | "help"] => {
+            println!("{INTERFACE_USAGE}");
+            return 0;
+        }
+        _ => {
+            eprintln!("{INTERFACE_USAGE}");
+            return 2;
+        }
+    };
+    request(Printer::default(), operation, &path, parameters)
+}
+
+/// Send one request and print what comes back.
+fn request(mut printer: Printer, operation: &str, path: &str, parameters: Value) -> i32 {
     let mut client = match Client::connect() {
         Ok(client) => client,
         Err(error) => {
@@ -131,7 +187,7 @@ pub fn main(args: &[String]) -> i32 {
             return printer.status();
         }
     };
-    match client.request(operation, &path, parameters) {
+    match client.request(operation, path, parameters) {
         Ok(messages) => report(&mut printer, &messages),
         Err(error) => printer.error(None, &error_text(&error)),
     }

@@ -343,7 +343,7 @@ impl Writer {
 }
 
 /// Space a [`PreallocatedWriter`] allocates at a time.
-const PREALLOCATION: u64 = 4 << 20;
+const PREALLOCATION: u64 = 1 << 20;
 
 /// A journal file written in place over zeros allocated ahead, for a caller that does its own
 /// group commit (the DHCP leases): as a sync rarely changes the file's size or block map,
@@ -653,7 +653,7 @@ mod tests {
         let first = dir.path().join(file_name(1));
         assert_eq!(fs::metadata(&first).unwrap().len(), PREALLOCATION);
         // More than one preallocation of records: the file grows by whole steps.
-        let big = vec![b'x'; 1 << 20];
+        let big = vec![b'x'; usize::try_from(PREALLOCATION / 4).unwrap()];
         for seq in 4..=8 {
             writer.append(seq, &big);
         }

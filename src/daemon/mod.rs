@@ -50,6 +50,8 @@ pub struct Context {
     pub events: Arc<EventLogs>,
     /// Recent DHCP exchanges (empty when DHCP is not served).
     pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
+    /// The interfaces the DHCP service serves now.
+    pub dhcp_interfaces: Arc<crate::dhcp::interfaces::InterfaceTable>,
     /// Boot files, profiles and the live node directory.
     pub boot: Arc<crate::boot::Boot>,
     /// Users, sessions, roles: who callers are.
@@ -149,6 +151,7 @@ impl Daemon {
             admin_token: Arc::new(admin_token),
             site_ca: Arc::new(site_ca),
             dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::with_events(events.clone())),
+            dhcp_interfaces: Arc::default(),
             events,
             boot: Arc::new(boot),
         };
@@ -209,13 +212,12 @@ impl Daemon {
             );
             services.push(Box::new(service));
         }
-        if options
-            .dhcp
-            .iter()
-            .any(|served| served.mode != crate::dhcp::policy::Mode::Off)
+        // Always running, so that interfaces set in the configuration are served at run time;
+        // with none it holds no socket.
         {
             let settings = crate::dhcp::DhcpSettings {
                 interfaces: options.dhcp.clone(),
+                interface_table: context.dhcp_interfaces.clone(),
                 boot: boot_settings,
                 lease_seconds: options.dhcp_lease_seconds,
                 lease_dir: context.paths.lib.join("dhcp"),

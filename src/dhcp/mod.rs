@@ -12,6 +12,7 @@
 //! only socket failures end the service.
 
 pub mod directory;
+pub mod interfaces;
 pub mod leases;
 pub mod live;
 pub mod policy;
@@ -20,7 +21,7 @@ pub mod socket;
 pub mod subnets;
 pub mod worker;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -70,7 +71,10 @@ impl std::str::FromStr for InterfaceMode {
 /// Service settings from the daemon.
 #[derive(Clone)]
 pub struct DhcpSettings {
+    /// `--dhcp` flags; `dhcp.interface.<name>` globals override them ([`interfaces`]).
     pub interfaces: Vec<InterfaceMode>,
+    /// What is served now, for the API.
+    pub interface_table: Arc<interfaces::InterfaceTable>,
     pub boot: BootSettings,
     pub lease_seconds: u32,
     /// Where `leases.json` and the lease journal live.
@@ -226,7 +230,8 @@ struct LeaseTable {
 /// State shared by every interface loop.
 struct Shared {
     /// Every directly served subnet and every `--dhcp-relayed-subnet`.
-    relay_subnets: Vec<ipnet::Ipv4Net>,
+    relay_subnets: parking_lot::RwLock<Arc<Vec<ipnet::Ipv4Net>>>,
+    interface_table: Arc<interfaces::InterfaceTable>,
     /// The subnet objects, replaced when the configuration changes.
     subnets: parking_lot::RwLock<Arc<Subnets>>,
     directory: Arc<LiveDirectory>,
@@ -315,14 +320,27 @@ struct Served {
     pxe_port: bool,
 }
 
-/// The DHCP service: one socket per served interface.
+/// A served interface, and what stops its probe loop (auto mode, once started).
+struct Running {
+    interface: Arc<Interface>,
+    probe: Option<CancellationToken>,
+}
+
+/// The DHCP service: two sockets (ports 67 and 4011) per served interface, served by the
+/// [`worker`] thread; the set of interfaces follows the configuration at run time.
 pub struct DhcpService {
-    served: Vec<Served>,
-    interfaces: Vec<Arc<Interface>>,
+    /// Sockets opened at start-up, handed to the worker when it starts.
+    bound: Vec<Served>,
+    running: BTreeMap<String, Running>,
     shared: Arc<Shared>,
+    flags: Vec<InterfaceMode>,
+    port: u16,
+    pxe_port: u16,
+    relayed_subnets: Vec<ipnet::Ipv4Net>,
     probe_interval: Duration,
     config: Arc<crate::config::ConfigEngine>,
-    subnet_changes: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::config::watch::ChangeSet>>,
+    /// Changes of the subnet objects and of the interface settings.
+    changes: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::config::watch::ChangeSet>>,
 }
 
 /// Why the DHCP service could not start.
@@ -338,86 +356,36 @@ pub enum DhcpStartError {
     Leases(#[source] leases::LeaseOpenError),
 }
 
+/// What [`DhcpService::reconcile`] changed.
+#[derive(Default)]
+struct Reconciled {
+    opened: Vec<Served>,
+    closed: Vec<String>,
+}
+
 impl DhcpService {
-    /// Open the sockets and load the leases; nodes come from the shared `directory`. Must run
-    /// inside a tokio runtime.
+    /// Open the sockets of the interfaces to serve and load the leases; nodes come from the
+    /// shared `directory`. An interface given by a `--dhcp` flag that cannot be served is an
+    /// error; one from the configuration is logged and shown by the API.
     pub fn bind(
         settings: DhcpSettings,
         directory: Arc<LiveDirectory>,
     ) -> Result<DhcpService, DhcpStartError> {
         // Watch first, then read: no change between the two is missed.
-        let subnet_changes = settings.config.watch(crate::config::watch::WatchFilter {
-            globals: vec![format!("{}*", subnets::GLOBAL_PREFIX)],
+        let changes = settings.config.watch(crate::config::watch::WatchFilter {
+            globals: vec![
+                format!("{}*", subnets::GLOBAL_PREFIX),
+                format!("{}*", interfaces::GLOBAL_PREFIX),
+            ],
             ..crate::config::watch::WatchFilter::default()
         });
         let subnets = Arc::new(read_subnets(&settings.config));
-        let mut served = Vec::new();
-        let mut interfaces = Vec::new();
-        for InterfaceMode { interface, mode } in &settings.interfaces {
-            if *mode == Mode::Off {
-                continue;
-            }
-            let bind_error = |source| DhcpStartError::Bind {
-                interface: interface.clone(),
-                source,
-            };
-            let (server_address, subnet) =
-                socket::interface_address(interface).map_err(bind_error)?;
-            let socket =
-                Arc::new(InterfaceSocket::bind(interface, settings.port).map_err(bind_error)?);
-            // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1). Bound up
-            // front on every served interface: an auto interface may turn proxy at run time.
-            let pxe_socket =
-                Arc::new(InterfaceSocket::bind(interface, settings.pxe_port).map_err(bind_error)?);
-            let served_interface = Interface {
-                name: interface.clone(),
-                server_address,
-                subnet,
-                configured: *mode,
-                prober: (*mode == Mode::Auto).then(Prober::new),
-                probed: parking_lot::Mutex::new(None),
-                socket: socket.clone(),
-                scope: parking_lot::RwLock::new(Arc::new(attached_scope(
-                    *mode,
-                    server_address,
-                    subnet,
-                    settings.lease_seconds,
-                ))),
-            };
-            let scope = served_interface.build_scope(&subnets, settings.lease_seconds);
-            *served_interface.scope.write() = Arc::new(scope.clone());
-            tracing::info!(
-                interface = %interface,
-                mode = mode.name(),
-                server = %server_address,
-                subnet = %subnet,
-                mode_served = scope.mode.name(),
-                pools = ?scope.pools,
-                "serving DHCP"
-            );
-            let served_interface = Arc::new(served_interface);
-            served.push(Served {
-                socket: pxe_socket,
-                interface: served_interface.clone(),
-                pxe_port: true,
-            });
-            served.push(Served {
-                socket,
-                interface: served_interface.clone(),
-                pxe_port: false,
-            });
-            interfaces.push(served_interface);
-        }
         let (leases, journal) =
             LeaseJournal::open(&settings.lease_dir, tokio::time::Instant::now())
                 .map_err(DhcpStartError::Leases)?;
-        let mut relay_subnets: Vec<ipnet::Ipv4Net> = interfaces
-            .iter()
-            .map(|interface| interface.subnet)
-            .collect();
-        relay_subnets.extend(settings.relayed_subnets.iter().copied());
         let shared = Arc::new(Shared {
-            relay_subnets,
+            relay_subnets: parking_lot::RwLock::default(),
+            interface_table: settings.interface_table.clone(),
             subnets: parking_lot::RwLock::new(subnets),
             directory,
             leases: parking_lot::Mutex::new(LeaseTable { leases, journal }),
@@ -426,14 +394,174 @@ impl DhcpService {
             exchanges: settings.exchanges.clone(),
             short_links: settings.short_links.clone(),
         });
-        Ok(DhcpService {
-            served,
-            interfaces,
+        let mut service = DhcpService {
+            bound: Vec::new(),
+            running: BTreeMap::new(),
             shared,
+            flags: settings.interfaces,
+            port: settings.port,
+            pxe_port: settings.pxe_port,
+            relayed_subnets: settings.relayed_subnets,
             probe_interval: settings.probe_interval,
             config: settings.config,
-            subnet_changes,
-        })
+            changes,
+        };
+        let reconciled = service.reconcile(true)?;
+        service.bound = reconciled.opened;
+        Ok(service)
+    }
+
+    /// Open one interface's sockets (ports 67 and 4011) and its scope.
+    fn open_interface(
+        &self,
+        name: &str,
+        mode: Mode,
+    ) -> Result<(Arc<Interface>, Vec<Served>), DhcpBindError> {
+        let (server_address, subnet) = socket::interface_address(name)?;
+        let socket = Arc::new(InterfaceSocket::bind(name, self.port)?);
+        // proxyDHCP clients send their boot server REQUEST to port 4011 (PXE 2.1). Bound up
+        // front on every served interface: an auto interface may turn proxy at run time.
+        let pxe_socket = Arc::new(InterfaceSocket::bind(name, self.pxe_port)?);
+        let lease_seconds = self.shared.lease_seconds;
+        let interface = Interface {
+            name: name.to_string(),
+            server_address,
+            subnet,
+            configured: mode,
+            prober: (mode == Mode::Auto).then(Prober::new),
+            probed: parking_lot::Mutex::new(None),
+            socket: socket.clone(),
+            scope: parking_lot::RwLock::new(Arc::new(attached_scope(
+                mode,
+                server_address,
+                subnet,
+                lease_seconds,
+            ))),
+        };
+        let subnets = self.shared.subnets.read().clone();
+        let scope = interface.build_scope(&subnets, lease_seconds);
+        tracing::info!(
+            interface = %name,
+            mode = mode.name(),
+            server = %server_address,
+            subnet = %subnet,
+            mode_served = scope.mode.name(),
+            pools = ?scope.pools,
+            "serving DHCP"
+        );
+        *interface.scope.write() = Arc::new(scope);
+        let interface = Arc::new(interface);
+        let served = vec![
+            Served {
+                socket: pxe_socket,
+                interface: interface.clone(),
+                pxe_port: true,
+            },
+            Served {
+                socket,
+                interface: interface.clone(),
+                pxe_port: false,
+            },
+        ];
+        Ok((interface, served))
+    }
+
+    /// Serve what the flags and the configuration ask for now: close interfaces no longer
+    /// wanted (or whose mode changed), open new ones, publish the table. With `strict`, a
+    /// flag's interface that cannot be opened is an error.
+    fn reconcile(&mut self, strict: bool) -> Result<Reconciled, DhcpStartError> {
+        let wanted = self
+            .config
+            .read(|store| interfaces::desired(&self.flags, store));
+        let mut reconciled = Reconciled::default();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, running)| {
+                wanted.get(*name).is_none_or(|(mode, _)| {
+                    *mode == Mode::Off || *mode != running.interface.configured
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(running) = self.running.remove(&name) {
+                if let Some(probe) = running.probe {
+                    probe.cancel();
+                }
+                tracing::info!(interface = %name, "no longer serving DHCP");
+                reconciled.closed.push(name);
+            }
+        }
+        let mut table = Vec::new();
+        for (name, (mode, source)) in &wanted {
+            let mut error = None;
+            if *mode != Mode::Off && !self.running.contains_key(name) {
+                match self.open_interface(name, *mode) {
+                    Ok((interface, served)) => {
+                        reconciled.opened.extend(served);
+                        self.running.insert(
+                            name.clone(),
+                            Running {
+                                interface,
+                                probe: None,
+                            },
+                        );
+                    }
+                    Err(source_error) if strict && *source == interfaces::Source::Flag => {
+                        return Err(DhcpStartError::Bind {
+                            interface: name.clone(),
+                            source: source_error,
+                        });
+                    }
+                    Err(bind_error) => {
+                        let text = match std::error::Error::source(&bind_error) {
+                            Some(cause) => format!("{bind_error}: {cause}"),
+                            None => bind_error.to_string(),
+                        };
+                        tracing::warn!(interface = %name, error = %text, "cannot serve DHCP on a configured interface");
+                        error = Some(text);
+                    }
+                }
+            }
+            let running = self.running.get(name).map(|running| &running.interface);
+            table.push(interfaces::InterfaceStatus {
+                name: name.clone(),
+                mode: mode.name(),
+                source: *source,
+                serving: running.map(|interface| interface.effective_mode().name()),
+                address: running.map(|interface| interface.server_address),
+                subnet: running.map(|interface| interface.subnet.to_string()),
+                error,
+            });
+        }
+        self.shared.interface_table.replace(table);
+        let mut relay_subnets: Vec<ipnet::Ipv4Net> = self
+            .running
+            .values()
+            .map(|running| running.interface.subnet)
+            .collect();
+        relay_subnets.extend(self.relayed_subnets.iter().copied());
+        *self.shared.relay_subnets.write() = Arc::new(relay_subnets);
+        Ok(reconciled)
+    }
+
+    /// Start the probe loop of every auto interface that has none yet.
+    fn start_probes(
+        &mut self,
+        probes: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+        shutdown: &CancellationToken,
+    ) {
+        for running in self.running.values_mut() {
+            if running.interface.prober.is_none() || running.probe.is_some() {
+                continue;
+            }
+            let stop = shutdown.child_token();
+            running.probe = Some(stop.clone());
+            let (interface, shared) = (running.interface.clone(), self.shared.clone());
+            let interval = self.probe_interval;
+            probes.spawn(async move { probe_loop(interface, shared, interval, stop).await });
+        }
     }
 
     /// The exchange log, for the API.
@@ -448,34 +576,40 @@ impl DhcpService {
             () = self.shared.directory.wait_ready() => {}
         }
         let mut worker =
-            worker::Worker::start(std::mem::take(&mut self.served), self.shared.clone()).map_err(
+            worker::Worker::start(std::mem::take(&mut self.bound), self.shared.clone()).map_err(
                 |error| anyhow::Error::new(error).context("failed to start the DHCP worker"),
             )?;
         let mut probes = tokio::task::JoinSet::new();
-        for interface in &self.interfaces {
-            if interface.prober.is_some() {
-                let (interface, shared) = (interface.clone(), self.shared.clone());
-                let (shutdown, interval) = (shutdown.clone(), self.probe_interval);
-                probes
-                    .spawn(async move { probe_loop(interface, shared, interval, shutdown).await });
-            }
-        }
+        self.start_probes(&mut probes, &shutdown);
         let mut expiry = tokio::time::interval(Duration::from_secs(60));
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
-                Some(_changes) = self.subnet_changes.recv() => {
+                Some(_changes) = self.changes.recv() => {
                     // Subnet objects changed: rebuild every scope; the next packet uses them.
                     let subnets = Arc::new(read_subnets(&self.config));
                     *self.shared.subnets.write() = subnets.clone();
-                    for interface in &self.interfaces {
-                        let scope = interface.build_scope(&subnets, self.shared.lease_seconds);
-                        *interface.scope.write() = Arc::new(scope);
+                    for running in self.running.values() {
+                        let scope = running.interface.build_scope(&subnets, self.shared.lease_seconds);
+                        *running.interface.scope.write() = Arc::new(scope);
                     }
-                    tracing::info!(subnets = subnets.iter().count(), "DHCP subnet objects applied");
+                    // Interface settings changed: close and open sockets to match.
+                    let reconciled = match self.reconcile(false) {
+                        Ok(reconciled) => reconciled,
+                        Err(error) => break Err(anyhow::Error::new(error)),
+                    };
+                    for name in reconciled.closed {
+                        worker.remove(name);
+                    }
+                    if !reconciled.opened.is_empty() {
+                        worker.add(reconciled.opened);
+                    }
+                    self.start_probes(&mut probes, &shutdown);
+                    tracing::info!(subnets = subnets.iter().count(), interfaces = self.running.len(), "DHCP configuration applied");
                 }
                 _ = expiry.tick() => expire_and_compact(&self.shared).await,
                 ended = worker.finished() => break ended,
+                Some(_) = probes.join_next() => {}
             }
         };
         shutdown.cancel();
@@ -581,6 +715,7 @@ fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>
     }
     let subnets = shared.subnets.read().clone();
     *interface.scope.write() = Arc::new(interface.build_scope(&subnets, shared.lease_seconds));
+    shared.interface_table.set_serving(&interface.name, mode);
     let foreign_text = foreign.map(|server| server.to_string());
     tracing::info!(
         interface = %interface.name,
@@ -682,6 +817,7 @@ fn handle_datagram(
         let subnet = object.map(|object| object.object.subnet).or_else(|| {
             shared
                 .relay_subnets
+                .read()
                 .iter()
                 .copied()
                 .find(|subnet| subnet.contains(&request.giaddr))

@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -33,10 +34,18 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 /// Most datagrams taken from one socket before the others (and a due commit) get their turn.
 const ROUND_LIMIT: usize = 8 * BATCH;
 
+/// A change of the sockets served, sent to the thread.
+enum Command {
+    Add(Vec<Served>),
+    /// Close both sockets of this interface.
+    Remove(String),
+}
+
 /// The running worker thread.
 pub struct Worker {
     stop: Arc<AtomicBool>,
-    /// Writing to it wakes the thread (to stop).
+    commands: mpsc::Sender<Command>,
+    /// Writing to it wakes the thread (to stop, or to take a command).
     wake: UnixDatagram,
     finished: Option<oneshot::Receiver<anyhow::Result<()>>>,
 }
@@ -49,18 +58,36 @@ impl Worker {
         woken.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (report, finished) = oneshot::channel();
+        let (commands, received_commands) = mpsc::channel();
         let thread_stop = stop.clone();
         std::thread::Builder::new()
             .name("dhcp".into())
             .spawn(move || {
-                let mut state = Loop::new(served, shared, woken, thread_stop);
+                let mut state = Loop::new(served, shared, woken, received_commands, thread_stop);
                 let _ = report.send(state.run());
             })?;
         Ok(Worker {
             stop,
+            commands,
             wake,
             finished: Some(finished),
         })
+    }
+
+    /// Serve these sockets too.
+    pub(super) fn add(&self, served: Vec<Served>) {
+        self.command(Command::Add(served));
+    }
+
+    /// Stop serving `interface` (its replies waiting for a commit are sent first).
+    pub(super) fn remove(&self, interface: String) {
+        self.command(Command::Remove(interface));
+    }
+
+    fn command(&self, command: Command) {
+        // The thread only ends at shutdown or on a socket failure, which `finished` reports.
+        let _ = self.commands.send(command);
+        let _ = self.wake.send(&[1]);
     }
 
     /// Resolves when the thread ends by itself (a socket failure, or a panic).
@@ -91,6 +118,7 @@ struct Loop {
     served: Vec<Served>,
     shared: Arc<Shared>,
     woken: UnixDatagram,
+    commands: mpsc::Receiver<Command>,
     stop: Arc<AtomicBool>,
     batch: ReceiveBatch,
     /// Per socket: replies to send now, and replies waiting for the next commit.
@@ -106,6 +134,7 @@ impl Loop {
         served: Vec<Served>,
         shared: Arc<Shared>,
         woken: UnixDatagram,
+        commands: mpsc::Receiver<Command>,
         stop: Arc<AtomicBool>,
     ) -> Loop {
         let sockets = served.len();
@@ -113,6 +142,7 @@ impl Loop {
             served,
             shared,
             woken,
+            commands,
             stop,
             batch: ReceiveBatch::default(),
             immediate: (0..sockets).map(|_| Vec::new()).collect(),
@@ -135,6 +165,7 @@ impl Loop {
                 Some(_) => {}
             }
             self.drain_wake();
+            self.take_commands();
             for index in 0..self.served.len() {
                 self.receive(index)?;
                 self.send(index, false);
@@ -182,6 +213,38 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Apply the socket changes sent by the service.
+    fn take_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Add(served) => {
+                    for served in served {
+                        self.served.push(served);
+                        self.immediate.push(Vec::new());
+                        self.after_commit.push(Vec::new());
+                    }
+                }
+                Command::Remove(interface) => {
+                    // Replies waiting for a commit leave before their socket closes.
+                    self.commit();
+                    let keep: Vec<bool> = self
+                        .served
+                        .iter()
+                        .map(|served| served.interface.name != interface)
+                        .collect();
+                    let mut kept = keep.iter();
+                    self.served.retain(|_| kept.next().copied().unwrap_or(true));
+                    let mut kept = keep.iter();
+                    self.immediate
+                        .retain(|_| kept.next().copied().unwrap_or(true));
+                    let mut kept = keep.iter();
+                    self.after_commit
+                        .retain(|_| kept.next().copied().unwrap_or(true));
+                }
+            }
+        }
     }
 
     fn drain_wake(&self) {
