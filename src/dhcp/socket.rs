@@ -167,44 +167,22 @@ impl InterfaceSocket {
     /// waiting.
     pub fn receive_batch(&self, batch: &mut ReceiveBatch) -> std::io::Result<usize> {
         batch.received.clear();
-        // SAFETY: all-zero bytes are valid values of these plain C structs.
-        let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
-        let mut controls = [[0u64; CONTROL_WORDS]; BATCH];
-        let empty = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        let mut iovecs = [empty; BATCH];
-        for (iovec, buffer) in iovecs.iter_mut().zip(batch.buffers.iter_mut()) {
+        let mut messages = Messages::zeroed();
+        for (iovec, buffer) in messages.iovecs.iter_mut().zip(batch.buffers.iter_mut()) {
             *iovec = libc::iovec {
                 iov_base: buffer.as_mut_ptr().cast(),
                 iov_len: buffer.len(),
             };
         }
-        // SAFETY: as above.
-        let mut messages: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let (names_base, controls_base, iovecs_base) = (
-            names.as_mut_ptr(),
-            controls.as_mut_ptr(),
-            iovecs.as_mut_ptr(),
-        );
-        for (slot, message) in messages.iter_mut().enumerate() {
-            let header = &mut message.msg_hdr;
-            header.msg_name = names_base.wrapping_add(slot).cast();
-            header.msg_namelen = socklen::<libc::sockaddr_in>();
-            header.msg_iov = iovecs_base.wrapping_add(slot);
-            header.msg_iovlen = 1;
-            header.msg_control = controls_base.wrapping_add(slot).cast();
-            header.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>();
-        }
+        let headers = messages.link(BATCH);
         let length = u32::try_from(BATCH).unwrap_or(1);
-        // SAFETY: every header points into `names`, `controls`, `iovecs` and `batch.buffers`,
-        // sized as declared and alive until the call returns; the kernel writes only within
-        // the declared lengths.
+        // SAFETY: `link` pointed every header into `messages` and `batch.buffers`, sized as
+        // declared and alive (and not moved) until the call returns; the kernel writes only
+        // within the declared lengths.
         let result = unsafe {
             libc::recvmmsg(
                 self.fd(),
-                messages.as_mut_ptr(),
+                headers,
                 length,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -221,7 +199,7 @@ impl InterfaceSocket {
                 };
             }
         };
-        for (message, name) in messages.iter().zip(&names).take(count) {
+        for (message, name) in messages.headers.iter().zip(&messages.names).take(count) {
             let (destination, interface_index) = packet_info_of(&message.msg_hdr);
             let source = SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
@@ -262,16 +240,14 @@ impl InterfaceSocket {
     /// One `sendmmsg` of `replies` (at most [`BATCH`]): how many were sent.
     fn send_some(&self, replies: &[Outgoing]) -> std::io::Result<usize> {
         let count = replies.len().min(BATCH);
-        // SAFETY: all-zero bytes are valid values of these plain C structs.
-        let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
-        let mut controls = [[0u64; CONTROL_WORDS]; BATCH];
-        let empty = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        let mut iovecs = [empty; BATCH];
-        for (slot, reply) in replies.iter().take(count).enumerate() {
-            names[slot] = libc::sockaddr_in {
+        let mut messages = Messages::zeroed();
+        for ((name, iovec), reply) in messages
+            .names
+            .iter_mut()
+            .zip(messages.iovecs.iter_mut())
+            .zip(replies)
+        {
+            *name = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: reply.destination.port().to_be(),
                 sin_addr: libc::in_addr {
@@ -279,30 +255,19 @@ impl InterfaceSocket {
                 },
                 sin_zero: [0; 8],
             };
-            iovecs[slot] = libc::iovec {
+            *iovec = libc::iovec {
                 // sendmmsg only reads through this pointer.
                 iov_base: reply.payload.as_ptr().cast_mut().cast(),
                 iov_len: reply.payload.len(),
             };
         }
-        // SAFETY: as above.
-        let mut messages: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let (names_base, controls_base, iovecs_base) = (
-            names.as_mut_ptr(),
-            controls.as_mut_ptr(),
-            iovecs.as_mut_ptr(),
-        );
-        for (slot, (message, reply)) in messages.iter_mut().zip(replies).take(count).enumerate() {
+        messages.link(count);
+        for (message, reply) in messages.headers.iter_mut().zip(replies).take(count) {
             let header = &mut message.msg_hdr;
-            header.msg_name = names_base.wrapping_add(slot).cast();
-            header.msg_namelen = socklen::<libc::sockaddr_in>();
-            header.msg_iov = iovecs_base.wrapping_add(slot);
-            header.msg_iovlen = 1;
-            header.msg_control = controls_base.wrapping_add(slot).cast();
-            header.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>();
             let info = packet_info(self.interface_index, reply.source_address);
-            // SAFETY: the control buffer is large enough and aligned for one in_pktinfo
-            // message (CMSG_SPACE of 12 bytes is 32 on 64-bit Linux, the buffer is 64).
+            // SAFETY: `link` pointed the header at its control buffer, which is large enough
+            // and aligned for one in_pktinfo message (CMSG_SPACE of 12 bytes is 32 on 64-bit
+            // Linux, the buffer is 64).
             unsafe {
                 let control = libc::CMSG_FIRSTHDR(std::ptr::from_ref(header));
                 (*control).cmsg_level = libc::IPPROTO_IP;
@@ -313,11 +278,11 @@ impl InterfaceSocket {
                     libc::CMSG_SPACE(socklen::<libc::in_pktinfo>()) as libc::size_t;
             }
         }
+        let headers = messages.headers.as_mut_ptr();
         let length = u32::try_from(count).unwrap_or(0);
-        // SAFETY: `messages[..count]` point at `names`, `controls`, `iovecs` and the replies'
-        // payloads, all alive until the call returns; the kernel only reads them.
-        let result =
-            unsafe { libc::sendmmsg(self.fd(), messages.as_mut_ptr(), length, libc::MSG_DONTWAIT) };
+        // SAFETY: the first `count` headers point into `messages` and the replies' payloads,
+        // all alive (and not moved) until the call returns; the kernel only reads them.
+        let result = unsafe { libc::sendmmsg(self.fd(), headers, length, libc::MSG_DONTWAIT) };
         usize::try_from(result).map_err(|_| std::io::Error::last_os_error())
     }
 
@@ -339,6 +304,44 @@ impl InterfaceSocket {
         )
         .map(|_| ())
         .map_err(std::io::Error::from)
+    }
+}
+
+/// The arrays one `recvmmsg` or `sendmmsg` call points into: per message a source or
+/// destination address, a control buffer for IP_PKTINFO and one iovec.
+struct Messages {
+    names: [libc::sockaddr_in; BATCH],
+    controls: [[u64; CONTROL_WORDS]; BATCH],
+    iovecs: [libc::iovec; BATCH],
+    headers: [libc::mmsghdr; BATCH],
+}
+
+impl Messages {
+    fn zeroed() -> Messages {
+        // SAFETY: every field is an array of plain C structs or integers, for which all-zero
+        // bytes are valid values (null pointers, zero lengths).
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// Point the first `count` headers at their address, control buffer and iovec, and return
+    /// the headers for the system call. Call right before it: `self` must not move until the
+    /// call returns.
+    fn link(&mut self, count: usize) -> *mut libc::mmsghdr {
+        let (names, controls, iovecs) = (
+            self.names.as_mut_ptr(),
+            self.controls.as_mut_ptr(),
+            self.iovecs.as_mut_ptr(),
+        );
+        for (slot, message) in self.headers.iter_mut().take(count).enumerate() {
+            let header = &mut message.msg_hdr;
+            header.msg_name = names.wrapping_add(slot).cast();
+            header.msg_namelen = socklen::<libc::sockaddr_in>();
+            header.msg_iov = iovecs.wrapping_add(slot);
+            header.msg_iovlen = 1;
+            header.msg_control = controls.wrapping_add(slot).cast();
+            header.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>();
+        }
+        self.headers.as_mut_ptr()
     }
 }
 
