@@ -77,11 +77,15 @@ fn install_profile_for(state: &Path, marker: &str, chain: Chain) {
 }
 
 fn install_boot_loaders(state: &Path, chain: Chain) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bootloaders/install.sh");
     let packages: &[&str] = match chain {
         Chain::Ipxe => &["--only", "ipxe"],
         Chain::Shim => &["--only", "shim-signed", "--only", "grub-efi-amd64-signed"],
     };
+    install_boot_loader_packages(state, packages);
+}
+
+fn install_boot_loader_packages(state: &Path, packages: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bootloaders/install.sh");
     let output = Command::new(&script)
         .args(packages)
         .arg(state.join("lib/tftpboot"))
@@ -155,20 +159,23 @@ impl Lab {
     /// Start QEMU (TCG: this machine's KVM cannot run firmware) with its serial console in
     /// `serial`; it exits when the guest powers off.
     fn start_vm(&self, serial: &Path, extra: &[&str]) -> KillOnDrop {
+        self.start_vm_with("qemu-system-x86_64", &["-boot", "n"], serial, extra)
+    }
+
+    fn start_vm_with(
+        &self,
+        program: &str,
+        boot: &[&str],
+        serial: &Path,
+        extra: &[&str],
+    ) -> KillOnDrop {
         let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap);
         let log = std::fs::File::create(serial).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.namespace, "qemu-system-x86_64"])
-            .args([
-                "-accel",
-                "tcg",
-                "-nographic",
-                "-no-reboot",
-                "-boot",
-                "n",
-                "-netdev",
-                &netdev,
-            ])
+            .args(["netns", "exec", &self.namespace, program])
+            .args(["-accel", "tcg", "-nographic", "-no-reboot"])
+            .args(boot)
+            .args(["-netdev", &netdev])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -502,4 +509,111 @@ fn uefi_secure_boot_pxe_boots_shim_then_grub_then_the_signed_kernel_over_tftp() 
         !console.contains("error:"),
         "GRUB reported an error:\n{console}"
     );
+}
+
+/// ARM64 UEFI (Debian's AAVMF with Microsoft's keys enrolled) network-boots a node whose
+/// profile asks for shim: the firmware gets `aarch64/shimaa64.efi` over TFTP, shim loads
+/// `grubaa64.efi`, and GRUB fetches the node's configuration over TFTP. The kit has no ARM64
+/// kernel, so the test ends when GRUB has its configuration.
+#[test]
+fn aarch64_uefi_pxe_gets_shim_then_grub_fetches_the_node_configuration_over_tftp() {
+    require("qemu-system-aarch64", "qemu-system-arm qemu-efi-aarch64");
+    let lab = Lab::new("10.76.0");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mac = "52:54:00:76:00:01";
+    let daemon = lab.start_daemon(&state);
+    install_profile_for(&state, "arm64", Chain::Shim);
+    install_boot_loader_packages(
+        &state,
+        &[
+            "--only",
+            "shim-signed:arm64",
+            "--only",
+            "grub-efi-arm64-signed:arm64",
+        ],
+    );
+    daemon.cli_ok(&[
+        "nodedefine",
+        "a1",
+        &format!("net.eth0.hwaddr={mac}"),
+        "net.eth0.ipv4_address=10.76.0.21/24",
+        &format!("deployment.pendingprofile={PROFILE}"),
+        "deployment.useinsecureprotocols=firmware",
+    ]);
+    let code = "/usr/share/AAVMF/AAVMF_CODE.ms.fd";
+    assert!(
+        Path::new(code).is_file(),
+        "{code} is missing: apt-get install -y qemu-efi-aarch64"
+    );
+    let variables = dir.path().join("AAVMF_VARS.ms.fd");
+    std::fs::copy("/usr/share/AAVMF/AAVMF_VARS.ms.fd", &variables)
+        .expect("AAVMF_VARS.ms.fd: apt-get install -y qemu-efi-aarch64");
+    let serial = dir.path().join("serial.log");
+    let code_drive = format!("if=pflash,format=raw,readonly=on,file={code}");
+    let variables_drive = format!("if=pflash,format=raw,file={}", variables.display());
+    let nic = format!("virtio-net-pci,netdev=n0,mac={mac},romfile=");
+    let started = Instant::now();
+    let mut vm = lab.start_vm_with(
+        "qemu-system-aarch64",
+        &[],
+        &serial,
+        &[
+            "-machine",
+            "virt",
+            "-cpu",
+            "cortex-a57",
+            "-m",
+            "512",
+            "-drive",
+            &code_drive,
+            "-drive",
+            &variables_drive,
+            "-device",
+            &nic,
+        ],
+    );
+    // GRUB's configuration request is recorded as a boot.tftp event of the node.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let events = loop {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/events/log",
+                serde_json::json!({"type": "boot.tftp", "noderange": "a1"}),
+            )
+            .expect("query the event log");
+        if format!("{messages:?}").contains("grub.cfg") {
+            break messages;
+        }
+        let exited = matches!(vm.0.try_wait(), Ok(Some(_)));
+        let console =
+            String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).to_string();
+        assert!(
+            !exited && Instant::now() < deadline,
+            "GRUB did not fetch a1's configuration ({}); events: {messages:?}; console:\n{}",
+            if exited { "the VM exited" } else { "timed out" },
+            tail(&console)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!(
+        "GRUB fetched its configuration after {:.1} s: {events:?}",
+        started.elapsed().as_secs_f64()
+    );
+    let acknowledged: Vec<serde_json::Value> = daemon
+        .dhcp_exchanges()
+        .into_iter()
+        .filter(|exchange| exchange["reply"] == "ACK" && exchange["node"] == "a1")
+        .collect();
+    assert!(
+        acknowledged
+            .iter()
+            .any(|exchange| exchange["boot_file"] == "aarch64/shimaa64.efi"
+                && exchange["architecture"] == 11
+                && exchange["reason_code"] == "secure_boot_chain"),
+        "shimaa64.efi not acknowledged to the ARM64 firmware: {acknowledged:?}"
+    );
+    daemon.stop();
 }
