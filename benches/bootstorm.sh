@@ -19,12 +19,21 @@ done
 . benches/support/lab.sh
 work=$(mktemp -d)
 daemon=
+# The simulator takes the DHCP replies of all its machines on one socket (real machines each have
+# their own): with the default 208 KB buffer, replies arriving while it is not scheduled overflow
+# it and those machines retransmit after 1, 2, 4 s. As in benches/dhcp.sh, the default receive
+# buffer is 4 MB for the run (restored at exit); RMEM_DEFAULT=keep leaves it alone.
+rmem_default=$(sysctl -n net.core.rmem_default)
 cleanup() {
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     lab_down
+    sysctl -qw net.core.rmem_default="$rmem_default"
     rm -rf "$work"
 }
 trap cleanup EXIT
+if [ "${RMEM_DEFAULT:-}" != keep ] && [ "$rmem_default" -lt 4194304 ]; then
+    sysctl -qw net.core.rmem_default=4194304
+fi
 lab_up storm 10.92.0.1/16 10.92.0.2/16
 
 state=$work/state
