@@ -313,3 +313,90 @@ fn uefi_http_boot_gets_the_secure_boot_chain_next_to_each_other() {
     }
     daemon.stop();
 }
+
+#[test]
+fn boot_img_of_a_shim_profile_is_a_disk_image_with_ranges_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    make_profile(dir.path(), b"kernel");
+    daemon.cli_ok(&[
+        "nodedefine",
+        "n1",
+        "net.eth0.hwaddr=52:54:00:aa:00:01",
+        "deployment.pendingprofile=p1",
+    ]);
+    let base = format!(
+        "http://{}/boot/by-mac/52:54:00:aa:00:01",
+        daemon.listener("http")
+    );
+    let url = format!("{base}/boot.img");
+    // An iPXE profile has no boot image.
+    let (headers, body) = curl(&[&url]);
+    assert_eq!(status(&headers), 404, "{headers}");
+    let reason = String::from_utf8_lossy(&body).to_string();
+    assert!(reason.contains("does not say bootloader: shim"), "{reason}");
+    // A shim profile without boot loaders: the reason says what to install.
+    let profile = dir.path().join("lib/public/os/p1/profile.yaml");
+    std::fs::write(
+        &profile,
+        "label: P One\nkernelargs: quiet\nbootloader: shim\n",
+    )
+    .unwrap();
+    // The leaking symlinks of make_profile are outside boot/ and not part of the image.
+    let (headers, body) = curl(&[&url]);
+    assert_eq!(status(&headers), 404, "{headers}");
+    let reason = String::from_utf8_lossy(&body).to_string();
+    assert!(reason.contains("bootloaders/install.sh"), "{reason}");
+    let loaders = dir.path().join("lib/tftpboot/x86_64");
+    std::fs::create_dir_all(&loaders).unwrap();
+    std::fs::write(loaders.join("shimx64.efi"), "shim x64").unwrap();
+    std::fs::write(loaders.join("grubx64.efi"), "grub x64").unwrap();
+    let (headers, image) = curl(&[&url]);
+    assert_eq!(status(&headers), 200, "{headers}");
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/vnd.efi-img")
+    );
+    // A FAT boot sector with its signature.
+    assert!(image.len() >= 1024 * 1024, "{}", image.len());
+    assert_eq!(&image[510..512], &[0x55, 0xaa]);
+    assert!(image.windows(8).any(|window| window == b"shim x64"));
+    // HEAD and ranges, as for the other boot files; the image is not rebuilt per request.
+    // (curl -I prints the headers again as its output, and no body.)
+    let (headers, body) = curl(&["-I", &url]);
+    assert_eq!(status(&headers), 200, "{headers}");
+    assert!(body.len() < 1024, "HEAD returned a body");
+    assert_eq!(
+        header(&headers, "content-length"),
+        Some(image.len().to_string().as_str())
+    );
+    let etag = header(&headers, "etag").expect("etag").to_string();
+    let (headers, body) = curl(&["-r", "510-511", &url]);
+    assert_eq!(status(&headers), 206, "{headers}");
+    assert_eq!(body, [0x55, 0xaa]);
+    assert_eq!(header(&headers, "etag"), Some(etag.as_str()));
+    // A changed kernel command line makes a new image.
+    std::fs::write(
+        &profile,
+        "label: P One\nkernelargs: quiet console=ttyS1\nbootloader: shim\n",
+    )
+    .unwrap();
+    let (headers, _) = curl(&["-I", &url]);
+    assert_ne!(header(&headers, "etag"), Some(etag.as_str()));
+    // It is not reachable as a public file, and the download is in the node's event log.
+    let (headers, _) = curl(&[&format!(
+        "http://{}/confluent-public/../cache/boot-images/p1.img",
+        daemon.listener("http")
+    )]);
+    assert_ne!(status(&headers), 200, "{headers}");
+    let events = daemon
+        .client()
+        .request(
+            "retrieve",
+            "/events/log",
+            serde_json::json!({"type": "boot.http", "noderange": "n1"}),
+        )
+        .expect("query the event log");
+    assert!(format!("{events:?}").contains("boot image"), "{events:?}");
+    daemon.stop();
+}

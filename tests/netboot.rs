@@ -11,7 +11,9 @@
 //! The Secure Boot chain (a profile with `bootloader: shim`) boots OVMF with Secure Boot on
 //! and Microsoft's keys enrolled: PXE -> `x86_64/shimx64.efi` (Microsoft-signed) ->
 //! `x86_64/grubx64.efi` (Debian-signed) -> GRUB configuration over TFTP -> Debian's signed
-//! kernel and the initramfs over TFTP.
+//! kernel and the initramfs over TFTP; and UEFI HTTP boot -> the profile's `boot.img` (a FAT
+//! image the firmware mounts as a RAM disk) -> shim -> GRUB -> kernel and initramfs from the
+//! image.
 
 mod common;
 
@@ -48,6 +50,9 @@ enum Chain {
     Ipxe,
     /// `bootloader: shim`: shim, GRUB, and the GRUB configuration and files over TFTP.
     Shim,
+    /// `bootloader: shim` booted by UEFI HTTP boot: `boot.img` holding shim, GRUB, its
+    /// configuration, the kernel and the initramfs.
+    ShimImage,
 }
 
 /// A profile with the kit's kernel and initramfs; the marker goes on the kernel command line.
@@ -68,7 +73,7 @@ fn install_profile_for(state: &Path, marker: &str, chain: Chain) {
                 "label: Network boot test\nkernelargs: console=ttyS0 quiet panic=-1 confluent_marker={marker}\n"
             ),
             // Not quiet: the test reads the kernel's Secure Boot messages on the console.
-            Chain::Shim => format!(
+            Chain::Shim | Chain::ShimImage => format!(
                 "label: Secure Boot test\nkernelargs: console=ttyS0 panic=-1 confluent_marker={marker}\nbootloader: shim\n"
             ),
         },
@@ -79,7 +84,9 @@ fn install_profile_for(state: &Path, marker: &str, chain: Chain) {
 fn install_boot_loaders(state: &Path, chain: Chain) {
     let packages: &[&str] = match chain {
         Chain::Ipxe => &["--only", "ipxe"],
-        Chain::Shim => &["--only", "shim-signed", "--only", "grub-efi-amd64-signed"],
+        Chain::Shim | Chain::ShimImage => {
+            &["--only", "shim-signed", "--only", "grub-efi-amd64-signed"]
+        }
     };
     install_boot_loader_packages(state, packages);
 }
@@ -195,10 +202,18 @@ fn wait_for_serial(serial: &Path, vm: &mut KillOnDrop, needle: &str, limit: Dura
             return text;
         }
         let exited = matches!(vm.0.try_wait(), Ok(Some(_)));
+        // GRUB's prompt: it found no configuration and will wait there forever.
+        let grub_prompt = text.contains("grub> ");
         assert!(
-            !exited && Instant::now() < deadline,
+            !exited && !grub_prompt && Instant::now() < deadline,
             "{needle:?} not on the serial console ({}); last output:\n{}",
-            if exited { "the VM exited" } else { "timed out" },
+            if exited {
+                "the VM exited"
+            } else if grub_prompt {
+                "GRUB stopped at its prompt"
+            } else {
+                "timed out"
+            },
             tail(&text)
         );
         std::thread::sleep(Duration::from_millis(250));
@@ -325,32 +340,51 @@ fn boots_to_initramfs_with(
             "{file} not acknowledged to n1: {acknowledged:?}"
         );
     }
-    if chain == Chain::Shim {
-        // The firmware's PXE got shim, and the exchange says the profile asked for it.
+    // The firmware got shim (or the image holding it), and the exchange says the profile asked
+    // for it.
+    let secure_boot_file = match chain {
+        Chain::Ipxe => None,
+        Chain::Shim => Some("x86_64/shimx64.efi".to_string()),
+        Chain::ShimImage => Some(format!(
+            "http://{subnet_prefix}.1:{http_port}/boot/by-mac/{mac}/boot.img"
+        )),
+    };
+    if let Some(secure_boot_file) = secure_boot_file {
         assert!(
-            acknowledged.iter().any(|(file, reason)| file == "x86_64/shimx64.efi"
-                && reason == "secure_boot_chain"),
-            "shim not offered for the profile's bootloader: shim: {acknowledged:?}"
+            acknowledged
+                .iter()
+                .any(|(file, reason)| *file == secure_boot_file && reason == "secure_boot_chain"),
+            "{secure_boot_file} not offered for the profile's bootloader: shim: {acknowledged:?}"
         );
     }
-    // The daemon recorded what it served the node: the iPXE script over HTTP, or GRUB's
-    // configuration over TFTP.
-    let event = match chain {
-        Chain::Ipxe => "boot.http",
-        Chain::Shim => "boot.tftp",
+    // The daemon recorded what it served the node: the iPXE script over HTTP, GRUB's
+    // configuration over TFTP, or the boot image over HTTP.
+    let (event, outcome) = match chain {
+        Chain::Ipxe => ("boot.http", "boot script"),
+        Chain::Shim => ("boot.tftp", "boot script"),
+        Chain::ShimImage => ("boot.http", "boot image"),
     };
-    let messages = daemon
-        .client()
-        .request(
-            "retrieve",
-            "/events/log",
-            serde_json::json!({"type": event, "noderange": "n1"}),
-        )
-        .expect("query the event log");
+    let events = |event: &str| {
+        let messages = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/events/log",
+                serde_json::json!({"type": event, "noderange": "n1"}),
+            )
+            .expect("query the event log");
+        format!("{messages:?}")
+    };
+    let messages = events(event);
     assert!(
-        format!("{messages:?}").contains("boot script"),
-        "no {event} event for n1: {messages:?}"
+        messages.contains(outcome),
+        "no {event} event with {outcome:?} for n1: {messages}"
     );
+    if chain == Chain::ShimImage {
+        // Everything came in the image: nothing over TFTP.
+        let tftp = events("boot.tftp");
+        assert!(!tftp.contains("n1"), "n1 used TFTP: {tftp}");
+    }
     daemon.stop();
     console
 }
@@ -505,6 +539,45 @@ fn uefi_secure_boot_pxe_boots_shim_then_grub_then_the_signed_kernel_over_tftp() 
         "the kernel did not report Secure Boot; console:\n{console}"
     );
     // Nothing came over HTTP: Debian's signed GRUB has no HTTP client.
+    assert!(
+        !console.contains("error:"),
+        "GRUB reported an error:\n{console}"
+    );
+}
+
+/// UEFI HTTP boot with Secure Boot enforced: the firmware downloads the profile's `boot.img`,
+/// mounts it as a RAM disk and boots shim from it; shim loads GRUB, which finds its
+/// configuration, the signed kernel and the initramfs in the image (Debian's signed GRUB has
+/// no HTTP client, so nothing after the image can come over the network).
+#[test]
+fn uefi_secure_boot_http_boot_loads_boot_img_with_shim_grub_and_the_signed_kernel() {
+    let mac = "52:54:00:77:00:01";
+    let dir = tempfile::tempdir().unwrap();
+    let mut arguments = ovmf_secure_boot(dir.path());
+    arguments.extend([
+        // Skip OVMF's PXE attempts so it goes straight to HTTP boot.
+        "-fw_cfg".into(),
+        "name=opt/org.tianocore/IPv4PXESupport,string=n".into(),
+        "-fw_cfg".into(),
+        "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
+        "-m".into(),
+        "768".into(),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+    ]);
+    let console = boots_to_initramfs_with(
+        "10.77.0",
+        mac,
+        &arguments,
+        &["http://10.77.0.1:{http_port}/boot/by-mac/52:54:00:77:00:01/boot.img"],
+        Duration::from_secs(240),
+        Chain::ShimImage,
+    );
+    // Secure Boot was enforced all the way: the kernel (verified by GRUB through shim) says so.
+    assert!(
+        console.contains("Secure boot enabled"),
+        "the kernel did not report Secure Boot; console:\n{console}"
+    );
     assert!(
         !console.contains("error:"),
         "GRUB reported an error:\n{console}"

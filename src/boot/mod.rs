@@ -4,9 +4,11 @@
 //!
 //! Layout under the data directory (`lib/`, `/var/lib/confluent` in the system layout):
 //! `public/os/<profile>/` (profiles, served unauthenticated under `/confluent-public/`),
-//! `distributions/` (imported media that profiles may link into) and `tftpboot/` (boot
-//! loaders, installed by `bootloaders/install.sh`).
+//! `distributions/` (imported media that profiles may link into), `tftpboot/` (boot
+//! loaders, installed by `bootloaders/install.sh`) and `cache/boot-images/` (the `boot.img` of
+//! each `bootloader: shim` profile, built on demand by [`image`], never served raw).
 
+pub mod image;
 pub mod profile;
 pub mod scripts;
 
@@ -37,6 +39,8 @@ pub struct Boot {
     pub loader_roots: Arc<[PathBuf]>,
     /// Small boot files recently served over HTTP.
     pub file_cache: crate::http::files::SmallFileCache,
+    /// `boot.img` of the profiles with `bootloader: shim`, cached under `lib/cache/boot-images`.
+    pub images: image::BootImages,
 }
 
 /// How a boot URL names the machine.
@@ -68,10 +72,21 @@ impl Boot {
         for dir in [&public.join("os"), &distributions, &loaders] {
             std::fs::create_dir_all(dir)?;
         }
+        let public_roots: Arc<[PathBuf]> =
+            Arc::from(vec![public.canonicalize()?, distributions.canonicalize()?]);
+        let loader_roots: Arc<[PathBuf]> = Arc::from(vec![loaders.canonicalize()?]);
+        let images = image::BootImages::new(
+            lib.join("cache/boot-images"),
+            public.join("os"),
+            loaders.clone(),
+            public_roots.clone(),
+            loader_roots.clone(),
+        )?;
         Ok(Boot {
             directory,
-            public_roots: Arc::from(vec![public.canonicalize()?, distributions.canonicalize()?]),
-            loader_roots: Arc::from(vec![loaders.canonicalize()?]),
+            public_roots,
+            loader_roots,
+            images,
             public,
             distributions,
             loaders,

@@ -1,5 +1,5 @@
 //! Per-node boot scripts (reference 10.5): an iPXE script and a GRUB configuration (over
-//! HTTP(S), or over TFTP for Debian's signed GRUB) for the node's pending profile, or a script
+//! HTTP(S), over TFTP for Debian's signed GRUB, or inside a profile's `boot.img`) for the node's pending profile, or a script
 //! that leaves the network boot so the machine boots from its disk. Pure: the caller supplies the profile and the base URL the client reached us at.
 
 use std::fmt::Write as _;
@@ -87,6 +87,12 @@ pub fn grub_tftp(profile: &Profile) -> String {
             tftp_profile_path(&profile.name)
         ),
     )
+}
+
+/// GRUB inside `boot.img` ([`super::image`]): the same entry as [`grub`], loading the kernel and
+/// every initramfs from the image GRUB itself was loaded from (its `$root`), without the network.
+pub fn grub_image(profile: &Profile) -> String {
+    grub_entry(profile, "")
 }
 
 /// One menu entry; `root` is the GRUB path of the profile directory (holding `boot/`).
@@ -189,6 +195,19 @@ mod tests {
             "initrd (tftp,${net_default_server})/os/rocky-9.4-x86_64-default/boot/initramfs/addons.cpio (tftp,${net_default_server})/os/rocky-9.4-x86_64-default/boot/initramfs/distribution\n"
         ));
         assert!(!config.contains("http"));
+    }
+
+    #[test]
+    fn grub_in_the_boot_image_loads_from_its_own_root() {
+        let config = grub_image(&profile());
+        assert!(config.contains("menuentry 'Rocky 9.4 (default)' {"));
+        assert!(config.contains("\n    linux /boot/kernel quiet console=ttyS0 rd.break\n"));
+        assert!(
+            config.contains(
+                "\n    initrd /boot/initramfs/addons.cpio /boot/initramfs/distribution\n"
+            )
+        );
+        assert!(!config.contains("http") && !config.contains("tftp"));
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! - PXE/TFTP and plain-HTTP boot need `deployment.useinsecureprotocols` `firmware` or
 //!   `always`; UEFI HTTP boot is offered over HTTPS otherwise;
 //! - the first boot loader is iPXE, unless the node's pending profile says `bootloader: shim`
-//!   ([`Directory::boot_loader_of`]): then UEFI machines get the Secure Boot chain (shim, which
-//!   loads GRUB from the same place); BIOS machines and clients already running iPXE still get
-//!   iPXE.
+//!   ([`Directory::boot_loader_of`]): then UEFI machines get the Secure Boot chain: over PXE
+//!   shim, which loads GRUB from the same place over TFTP; over UEFI HTTP boot the profile's
+//!   `boot.img`, a disk image holding shim, GRUB, its configuration, kernel and initramfs
+//!   (Debian's signed GRUB cannot fetch anything over HTTP). BIOS machines and clients already
+//!   running iPXE still get iPXE.
 //!
 //! This module must not do I/O, read clocks or mutate anything: the service applies the
 //! returned [`LeaseChange`] and sends the reply.
@@ -237,9 +239,11 @@ pub enum Reason {
     BootChain {
         profile: Arc<str>,
     },
-    /// A UEFI node whose pending profile says `bootloader: shim` gets shim (then GRUB).
+    /// A UEFI node whose pending profile says `bootloader: shim` gets shim (then GRUB): over
+    /// PXE the files themselves, over UEFI HTTP boot (`disk_image`) the profile's `boot.img`.
     SecureBootChain {
         profile: Arc<str>,
+        disk_image: bool,
     },
     /// An unknown machine gets the discovery boot.
     DiscoveryBoot,
@@ -320,9 +324,19 @@ impl std::fmt::Display for Reason {
             Reason::BootChain { profile } => {
                 write!(formatter, "pending profile {profile}: boot chain offered")
             }
-            Reason::SecureBootChain { profile } => write!(
+            Reason::SecureBootChain {
+                profile,
+                disk_image: false,
+            } => write!(
                 formatter,
-                "pending profile {profile} asks for bootloader: shim: Secure Boot chain (shim, then GRUB) offered"
+                "pending profile {profile} asks for bootloader: shim: Secure Boot chain (shim, then GRUB over TFTP) offered"
+            ),
+            Reason::SecureBootChain {
+                profile,
+                disk_image: true,
+            } => write!(
+                formatter,
+                "pending profile {profile} asks for bootloader: shim: Secure Boot chain offered as boot.img (shim, GRUB, kernel and initramfs in one disk image for UEFI HTTP boot)"
             ),
             Reason::DiscoveryBoot => write!(
                 formatter,
@@ -490,6 +504,7 @@ fn boot_plan(
         .filter(|profile| directory.boot_loader_of(profile) == BootLoader::Shim)
         .map(|profile| Reason::SecureBootChain {
             profile: profile.clone(),
+            disk_image: false,
         });
     let Some(mac) = request.mac else {
         return BootPlan::Nothing(Reason::NotEthernet);
@@ -516,8 +531,10 @@ fn boot_plan(
     let http_boot = request.is_http_client()
         || described.is_some_and(|(_, transport, _)| transport == BootTransport::Http);
     if http_boot {
-        // UEFI HTTP boot loads an EFI binary: HTTPS unless plain HTTP is allowed for firmware.
-        // Shim finds GRUB next to itself: the HTTP routes serve both under the same prefix.
+        // UEFI HTTP boot loads an EFI binary or a disk image: HTTPS unless plain HTTP is allowed
+        // for firmware. The Secure Boot chain comes as `boot.img`, which the firmware mounts
+        // as a RAM disk and boots from (`EFI/BOOT/BOOTX64.EFI` or `BOOTAA64.EFI`, both shim):
+        // Debian's signed GRUB has no HTTP client, so it must find everything in the image.
         let arm64 = match described.map(|(firmware, _, _)| firmware) {
             Some(Firmware::EfiArm64) => true,
             Some(Firmware::EfiX64) | None => false,
@@ -530,8 +547,14 @@ fn boot_plan(
         let (loader, why) = match (arm64, shim) {
             (false, None) => ("x86_64.efi", why),
             (true, None) => ("aarch64.efi", why),
-            (false, Some(shim)) => ("shimx64.efi", shim),
-            (true, Some(shim)) => ("shimaa64.efi", shim),
+            (_, Some(Reason::SecureBootChain { profile, .. })) => (
+                "boot.img",
+                Reason::SecureBootChain {
+                    profile,
+                    disk_image: true,
+                },
+            ),
+            (_, Some(other)) => ("boot.img", other),
         };
         let secure = !insecure.allows_firmware();
         let full = url(ingress, secure, &format!("/boot/by-mac/{mac}/{loader}"));
@@ -1163,13 +1186,13 @@ mod tests {
             (PXE_ARM64, "aarch64/shimaa64.efi", true, None),
             (
                 HTTP_UEFI,
-                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/shimx64.efi",
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/boot.img",
                 false,
                 Some("HTTPClient"),
             ),
             (
                 HTTP_ARM64,
-                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/shimaa64.efi",
+                "http://10.77.0.1:80/boot/by-mac/52:54:00:00:00:0f/boot.img",
                 false,
                 Some("HTTPClient"),
             ),
@@ -1185,7 +1208,8 @@ mod tests {
                 assert_eq!(
                     decision.reason,
                     Reason::SecureBootChain {
-                        profile: Arc::from("debian-sb")
+                        profile: Arc::from("debian-sb"),
+                        disk_image: !tftp,
                     },
                     "{file}"
                 );
@@ -1195,6 +1219,7 @@ mod tests {
                     text.contains("debian-sb") && text.contains("bootloader: shim"),
                     "{text}"
                 );
+                assert_eq!(text.contains("boot.img"), !tftp, "{text}");
                 let fields = fields(&decision);
                 assert_eq!(fields.boot_file.as_deref(), Some(file));
                 assert_eq!(fields.siaddr, tftp.then_some(SERVER));
@@ -1284,7 +1309,7 @@ mod tests {
         let http = reply(&directory, &leases, &ingress, &request(1, 15, HTTP_UEFI));
         assert_eq!(
             fields(&http).boot_file.as_deref(),
-            Some("https://10.77.0.1:443/boot/by-mac/52:54:00:00:00:0f/shimx64.efi")
+            Some("https://10.77.0.1:443/boot/by-mac/52:54:00:00:00:0f/boot.img")
         );
         assert_eq!(http.reason.code(), "secure_boot_chain");
     }
@@ -1867,6 +1892,7 @@ mod tests {
             },
             Reason::SecureBootChain {
                 profile: Arc::from("p"),
+                disk_image: false,
             },
             Reason::DiscoveryBoot,
             Reason::NothingPending,

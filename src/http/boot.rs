@@ -6,7 +6,9 @@
 //!   and `grub.cfg` rendered for the node's pending profile (or a script that exits to the local
 //!   disk), `x86_64.efi`/`aarch64.efi` (the iPXE loader handed to UEFI HTTP boot),
 //!   `shimx64.efi`/`grubx64.efi` and `shimaa64.efi`/`grubaa64.efi` (the Secure Boot chain for
-//!   profiles with `bootloader: shim`; shim fetches GRUB from its own directory), and any other
+//!   profiles with `bootloader: shim`; shim fetches GRUB from its own directory), `boot.img`
+//!   (the pending `bootloader: shim` profile's disk image for UEFI HTTP boot, holding shim,
+//!   GRUB, its configuration, kernel and initramfs: [`crate::boot::image`]), and any other
 //!   file redirected into the pending profile's directory;
 //! - `/boot/su/<id>[/<name>]`: the short URLs the DHCP service hands out for long names.
 //!
@@ -122,6 +124,55 @@ const SHIM_OPTIONAL_FILES: &[&str] = &[
     "shim_certificate_0.efi",
 ];
 
+/// The name under which a node's pending profile's disk image is served.
+const BOOT_IMAGE: &str = "boot.img";
+
+/// `boot.img` of the node's pending profile, built (or rebuilt) first if needed. Served as
+/// `application/vnd.efi-img`, which tells UEFI HTTP boot to mount it as a RAM disk.
+async fn boot_image(
+    context: &Context,
+    node: &str,
+    profile: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    outcome: impl Fn(&str) -> serde_json::Value,
+) -> Response {
+    let images = &context.boot.images;
+    match images.ensure(profile).await {
+        Ok(file_name) => {
+            record(context, Some(node), outcome("boot image"));
+            files::serve(
+                images.dir(),
+                &file_name,
+                images.roots(),
+                &context.boot.file_cache,
+                method,
+                headers,
+            )
+            .await
+        }
+        Err(error) => {
+            let mut reason = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                reason.push_str(": ");
+                reason.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            record(context, Some(node), outcome(&reason));
+            if error.is_not_found() {
+                plain(StatusCode::NOT_FOUND, format!("{node}: {reason}"))
+            } else {
+                tracing::warn!(node, profile, error = %reason, "boot image failed");
+                plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{node}: the boot image of profile {profile} could not be built"),
+                )
+            }
+        }
+    }
+}
+
 /// Record what a booting machine was given, for "why did node X not boot?".
 fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
     let mut event = Event::new("boot.http", detail);
@@ -204,6 +255,17 @@ async fn by_identity(
         record(&context, Some(&node.name), outcome("local boot"));
         return script(body);
     };
+    if file == BOOT_IMAGE {
+        return boot_image(
+            &context,
+            &node.name,
+            profile_name,
+            &method,
+            &headers,
+            outcome,
+        )
+        .await;
+    }
     if !matches!(file, "boot.ipxe" | "grub.cfg") {
         // Anything else lives in the profile (reference 10.5: by-* redirects into it).
         return redirect(&format!(
