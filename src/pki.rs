@@ -86,7 +86,9 @@ fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-/// Names the server certificate is valid for: the host name, `localhost` and loopback addresses.
+/// Names the server certificate is valid for: the host name, `localhost`, loopback addresses and
+/// every address of this host's interfaces (booting firmware checks the address in its HTTPS
+/// boot URL against the certificate).
 fn server_names() -> Vec<SanType> {
     let mut names = vec![
         SanType::DnsName(
@@ -106,7 +108,49 @@ fn server_names() -> Vec<SanType> {
             names.push(SanType::DnsName(name));
         }
     }
+    names.extend(interface_addresses().into_iter().map(SanType::IpAddress));
     names
+}
+
+/// The addresses of this host's interfaces, sorted: no loopback, no IPv6 link-local (a URL with
+/// one needs a zone, which certificates cannot name).
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<std::net::IpAddr> = interfaces
+        .filter_map(|entry| {
+            let address = entry.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                address
+                    .as_sockaddr_in6()
+                    .map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .filter(|address| match address {
+            std::net::IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified(),
+            std::net::IpAddr::V6(v6) => {
+                !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80
+            }
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+/// The names as text, one per line, to tell whether the server certificate still covers them.
+fn names_text(names: &[SanType]) -> String {
+    names
+        .iter()
+        .map(|name| match name {
+            SanType::DnsName(dns) => format!("dns {}\n", dns.as_str()),
+            SanType::IpAddress(address) => format!("ip {address}\n"),
+            other => format!("{other:?}\n"),
+        })
+        .collect()
 }
 
 #[allow(clippy::panic)]
@@ -145,14 +189,20 @@ impl SiteCa {
             (key, common_name)
         };
         let ca_cert_pem = fs::read_to_string(&ca_cert_path).map_err(io_error(&ca_cert_path))?;
-        if !server_cert_path.exists() || !server_key_path.exists() {
+        // The server certificate is issued again (by the same CA, so clients that trust the CA
+        // are unaffected) when this host's names or addresses are no longer the ones it names.
+        let names = server_names();
+        let names_path = tls_dir.join("server.names");
+        let current_names = names_text(&names);
+        let names_changed = fs::read_to_string(&names_path).ok().as_deref() != Some(&current_names);
+        if names_changed || !server_cert_path.exists() || !server_key_path.exists() {
             let issuer = Issuer::new(ca_params(&common_name)?, &ca_key);
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(Vec::<String>::new())?;
             let mut name = DistinguishedName::new();
             name.push(DnType::CommonName, "confluentd");
             params.distinguished_name = name;
-            params.subject_alt_names = server_names();
+            params.subject_alt_names = names;
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             params.not_before = rcgen::date_time_ymd(2024, 1, 1);
@@ -160,6 +210,7 @@ impl SiteCa {
             let cert = params.signed_by(&key, &issuer)?;
             write_private(&server_key_path, &key.serialize_pem())?;
             fs::write(&server_cert_path, cert.pem()).map_err(io_error(&server_cert_path))?;
+            fs::write(&names_path, &current_names).map_err(io_error(&names_path))?;
         }
         let server_cert_pem =
             fs::read_to_string(&server_cert_path).map_err(io_error(&server_cert_path))?;
@@ -239,5 +290,27 @@ mod tests {
         assert_eq!(mode & 0o077, 0);
         assert!(first.server_config(true).is_ok());
         assert!(first.server_fingerprint().starts_with("sha256$"));
+        // The certificate names this host's interface addresses, and is issued again (by the
+        // same CA) when the recorded names no longer match.
+        let der = CertificateDer::from_pem_slice(first.server_cert_pem.as_bytes()).unwrap();
+        for address in interface_addresses() {
+            // A subjectAltName iPAddress: context tag 7, then the address's bytes.
+            let mut encoded = match address {
+                std::net::IpAddr::V4(_) => vec![0x87, 4],
+                std::net::IpAddr::V6(_) => vec![0x87, 16],
+            };
+            encoded.extend(match address {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            });
+            assert!(
+                der.windows(encoded.len()).any(|window| window == encoded),
+                "{address} is not in the server certificate"
+            );
+        }
+        fs::write(dir.path().join("tls/server.names"), "dns elsewhere\n").unwrap();
+        let third = SiteCa::load_or_create(&dir.path().join("tls"), &publish).unwrap();
+        assert_eq!(third.ca_cert_pem, first.ca_cert_pem);
+        assert_ne!(third.server_cert_pem, first.server_cert_pem);
     }
 }

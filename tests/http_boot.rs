@@ -400,3 +400,59 @@ fn boot_img_of_a_shim_profile_is_a_disk_image_with_ranges_and_head() {
     assert!(format!("{events:?}").contains("boot image"), "{events:?}");
     daemon.stop();
 }
+
+/// A client offering only RSA and DHE key exchange (what EDK2 firmware before 2023 sends) cannot
+/// complete a handshake with rustls; the daemon says why in a `boot.tls` event of the node whose
+/// reserved address the client has.
+#[test]
+fn https_clients_without_ecdhe_are_reported_as_too_old_for_https_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    daemon.cli_ok(&[
+        "nodedefine",
+        "old1",
+        "net.eth0.hwaddr=52:54:00:aa:00:11",
+        "net.eth0.ipv4_address=127.0.0.1",
+    ]);
+    let url = format!(
+        "https://{}/confluent-public/site/tls/ca.pem",
+        daemon.listener("https")
+    );
+    // Modern clients still connect.
+    let (headers, _) = curl(&["-k", &url]);
+    assert_eq!(status(&headers), 200, "{headers}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // The cipher suites OVMF 2022.11 offers (DHE-RSA and plain RSA, TLS 1.2).
+        let refused = Command::new("curl")
+            .args(["-sk", "--tlsv1.2", "--tls-max", "1.2"])
+            .args([
+                "--ciphers",
+                "DHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256:AES128-SHA256",
+            ])
+            .arg(&url)
+            .output()
+            .expect("curl");
+        assert!(!refused.status.success(), "the handshake succeeded");
+        let events = daemon
+            .client()
+            .request(
+                "retrieve",
+                "/events/log",
+                serde_json::json!({"type": "boot.tls", "noderange": "old1"}),
+            )
+            .expect("query the event log");
+        let text = format!("{events:?}");
+        if text.contains("no TLS key exchange in common") && text.contains("\"old1\"") {
+            assert!(text.contains("ECDHE"), "{text}");
+            break;
+        }
+        // The node's address reaches the boot directory through a watcher: try again.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no boot.tls event for old1: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    daemon.stop();
+}

@@ -203,9 +203,16 @@ impl Service for HttpService {
                     let app = app.clone();
                     let tls = tls.clone();
                     let boot = self.context.boot.clone();
+                    let events = self.context.events.clone();
                     async move {
                         let _ = stream.set_nodelay(true);
-                        if let Err(error) = serve_connection(stream, tls, app, boot, token).await {
+                        let peer_info = Peer {
+                            address: peer,
+                            events,
+                        };
+                        if let Err(error) =
+                            serve_connection(stream, peer_info, tls, app, boot, token).await
+                        {
                             tracing::debug!(%peer, error = %error, "http connection ended with an error");
                         }
                     }
@@ -216,9 +223,16 @@ impl Service for HttpService {
     }
 }
 
+/// Who is at the other end of a connection, and where to report what went wrong with it.
+struct Peer {
+    address: std::net::SocketAddr,
+    events: Arc<crate::eventlog::EventLogs>,
+}
+
 /// One HTTP(S) connection: TLS handshake when configured, then HTTP/1.1 or h2 with upgrades.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: Peer,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     boot: Arc<crate::boot::Boot>,
@@ -239,9 +253,14 @@ async fn serve_connection(
         .header_read_timeout(HEADER_TIMEOUT);
     match tls {
         Some(acceptor) => {
-            let stream = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream))
-                .await
-                .map_err(|_| "TLS handshake timed out")??;
+            let stream = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                Err(_) => return Err("TLS handshake timed out".into()),
+                Ok(Err(error)) => {
+                    report_incompatible_client(&error, &peer, &boot);
+                    return Err(error.into());
+                }
+                Ok(Ok(stream)) => stream,
+            };
             let connection = builder
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
             serve_until(connection, shutdown).await
@@ -261,6 +280,54 @@ async fn serve_connection(
             serve_until(connection, shutdown).await
         }
     }
+}
+
+/// A client that offers no cipher suite or key exchange group in common is most often UEFI firmware too old for HTTPS
+/// boot: EDK2 before 2023 (Debian 12's OVMF included) offers only RSA and DHE key exchange,
+/// which rustls does not implement. Say so in the log and as a `boot.tls` event (of the node
+/// whose reserved address the client has, if any), so that "why didn't node X boot?" has an
+/// answer.
+fn report_incompatible_client(error: &std::io::Error, peer: &Peer, boot: &crate::boot::Boot) {
+    let incompatible = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|error| {
+            matches!(
+                error,
+                rustls::Error::PeerIncompatible(
+                    rustls::PeerIncompatible::NoCipherSuitesInCommon
+                        | rustls::PeerIncompatible::NoKxGroupsInCommon
+                )
+            )
+        });
+    if !incompatible {
+        return;
+    }
+    let node = match peer.address.ip() {
+        std::net::IpAddr::V4(address) => boot
+            .directory
+            .read()
+            .reserved_for(address)
+            .map(|node| node.name.to_string()),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let hint = "the client offers no ECDHE key exchange (UEFI firmware based on EDK2 before 2023 \
+                does this): HTTPS boot needs newer firmware, or deployment.useinsecureprotocols \
+                firmware for plain HTTP and TFTP during the firmware phase";
+    tracing::warn!(peer = %peer.address, node = node.as_deref().unwrap_or("-"), "TLS handshake failed: no key exchange in common; {hint}");
+    let mut event = crate::eventlog::Event::new(
+        "boot.tls".to_string(),
+        serde_json::json!({
+            "peer": peer.address.to_string(),
+            "outcome": "no TLS key exchange in common",
+            "hint": hint,
+        }),
+    );
+    if let Some(node) = node {
+        event = event.node(node);
+    }
+    // Never blocks; a full queue is counted by the log itself.
+    let _ = peer.events.events.append(event);
 }
 
 /// Serve a connection, shutting it down gracefully when the daemon stops.
