@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;
+pub mod error;
 pub mod eventlog;
 pub mod http;
 pub mod pki;

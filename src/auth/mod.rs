@@ -170,6 +170,8 @@ pub struct Authenticator {
     queues: Mutex<FastMap<String, Arc<LoginQueue>>>,
     hashing: Arc<Semaphore>,
     pam_slots: Arc<Semaphore>,
+    /// libpam, loaded at run time; `None` where the system has none (OS logins are refused).
+    pam: Option<Arc<pam::Pam>>,
     /// Keys the digests of recently verified credentials, so repeated HTTP Basic requests and
     /// node API keys are checked with one SHA-256 rather than argon2 (as Confluent caches).
     cache_key: [u8; 32],
@@ -178,7 +180,18 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(options: AuthOptions, roles: RoleTable) -> Authenticator {
+        let pam = match pam::Pam::load() {
+            Ok(pam) => Some(Arc::new(pam)),
+            Err(error) => {
+                tracing::warn!(
+                    error = %crate::error::Chain(&error),
+                    "PAM is not available: logins of OS accounts are refused (local users still work)"
+                );
+                None
+            }
+        };
         Authenticator {
+            pam,
             sessions: sessions::Sessions::new(options.session_idle),
             hashing: Arc::new(Semaphore::new(options.hash_workers.max(1))),
             pam_slots: Arc::new(Semaphore::new(PAM_WORKERS)),
@@ -345,14 +358,17 @@ impl Authenticator {
             let role = self.role_of(config, &record.role, tenant, user)?;
             return Ok(identity(role, Method::Password));
         }
-        if tenant.is_none() && pam::os_user_exists(user) {
+        if tenant.is_none()
+            && let Some(pam) = self.pam.clone()
+            && pam::os_user_exists(user)
+        {
             let service = self.options.pam_service.clone();
             let name = user.to_string();
             let secret = zeroize::Zeroizing::new(password.to_string());
             let permit = self.pam_slots.clone().acquire_owned().await;
             let outcome = match permit {
                 Ok(_permit) => {
-                    tokio::task::spawn_blocking(move || pam::authenticate(&service, &name, &secret))
+                    tokio::task::spawn_blocking(move || pam.authenticate(&service, &name, &secret))
                         .await
                         .ok()
                 }
