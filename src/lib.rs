@@ -20,12 +20,17 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deploy;
 pub mod dhcp;
 pub mod error;
 pub mod eventlog;
+pub mod fsroot;
 pub mod http;
+pub mod osimage;
 pub mod pki;
 pub mod proto;
+pub mod service;
+pub mod state;
 pub mod tftp;
 
 /// Version reported by the daemon and the CLI.

@@ -8,8 +8,8 @@
 
 use serde_json::{Value, json};
 
+use super::Context;
 use super::{ApiError, Caller, Operation, Request};
-use crate::daemon::Context;
 use crate::eventlog::Event;
 
 /// Who the caller is, as the audit log names them.

@@ -18,9 +18,9 @@
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
+use super::Context;
 use super::resources::commit_plan;
 use crate::config::plan;
-use crate::daemon::Context;
 use crate::dhcp::interfaces as served;
 use crate::dhcp::subnets::{self, SubnetObject, SubnetObjectError};
 

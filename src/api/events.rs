@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use super::ApiError;
-use crate::daemon::Context;
+use super::Context;
 use crate::eventlog::{EventLog, Filter, Order, Query, timestamp};
 
 pub const MAX_LIMIT: usize = 10_000;

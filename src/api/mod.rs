@@ -20,43 +20,24 @@ use serde_json::{Value, json};
 
 use crate::auth::Identity;
 use crate::auth::roles::{Role, RoleTable};
-use crate::daemon::Context;
 
-/// The operation of a request (HTTP verbs map onto these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Create,
-    Retrieve,
-    Update,
-    Delete,
-    Start,
-    Shutdown,
+/// What the API's handlers share, passed explicitly: the configuration, who callers are, the
+/// event logs, and the DHCP service's tables the `/networking/dhcp/` routes show and change.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<crate::config::ConfigEngine>,
+    /// Users, sessions, roles: who callers are.
+    pub auth: Arc<crate::auth::Authenticator>,
+    pub admin_token: Arc<crate::auth::token::AdminToken>,
+    /// The `events` and `audit` logs.
+    pub events: Arc<crate::eventlog::EventLogs>,
+    /// Recent DHCP exchanges (empty when DHCP is not served).
+    pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
+    /// The interfaces the DHCP service serves now.
+    pub dhcp_interfaces: Arc<crate::dhcp::interfaces::InterfaceTable>,
 }
 
-impl Operation {
-    pub fn parse(text: &str) -> Option<Operation> {
-        Some(match text {
-            "create" => Operation::Create,
-            "retrieve" => Operation::Retrieve,
-            "update" => Operation::Update,
-            "delete" => Operation::Delete,
-            "start" => Operation::Start,
-            "shutdown" => Operation::Shutdown,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "create",
-            Operation::Retrieve => "retrieve",
-            Operation::Update => "update",
-            Operation::Delete => "delete",
-            Operation::Start => "start",
-            Operation::Shutdown => "shutdown",
-        }
-    }
-}
+pub use crate::auth::Operation;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::Context;
 use super::{ApiError, Caller, Operation, Request};
 use crate::auth::tenant::{self, TenantView};
 use crate::config::catalogue;
 use crate::config::model::{ExpressionValue, Resolved, ResolvedValue, Store};
 use crate::config::noderange::{self, Verbatim};
 use crate::config::plan::{self, AttributeInput, ConfigChangeError};
-use crate::daemon::Context;
 
 /// Collections listed at the root.
 const ROOT: &[&str] = &[

@@ -19,10 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
+use super::Context;
 use super::{Caller, Operation, Request};
-use crate::daemon::connections::serve_connections;
-use crate::daemon::{Context, Service};
 use crate::proto::tlv::{self, FrameType};
+use crate::service::Service;
+use crate::service::serve_connections;
 
 /// Banner sent first on every connection (protocol version 4).
 pub const BANNER: &str = "Confluent -- v4 --";

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::Context;
 use super::{ApiError, Caller, Operation};
 use crate::auth::{self, NewPasswordError};
 use crate::config::model::{Op, UserGroupRecord, UserRecord};
 use crate::config::plan::{ConfigChangeError, Plan};
-use crate::daemon::Context;
 
 /// Parameters that are never stored as given.
 const PASSWORD: &str = "password";

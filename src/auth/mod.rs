@@ -1,6 +1,6 @@
 //! Who a caller is: local users (argon2id), OS accounts through PAM, unix-socket peers, HTTP
 //! sessions, node API keys; their roles (within tenants). The one authorization decision lives
-//! in [`crate::api::authorize`], which consults the [`roles::RoleTable`] held here.
+//! in `api::authorize` (the layer above), which consults the [`roles::RoleTable`] held here.
 //!
 //! **Invariant:** no password or key is hashed or verified on an async worker: that work runs on
 //! tokio's blocking pool behind a small semaphore ([`AuthOptions::hash_workers`]), so a storm of
@@ -14,6 +14,7 @@ pub mod password;
 pub mod roles;
 pub mod sessions;
 pub mod tenant;
+pub mod token;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,6 +105,42 @@ pub fn check_name(name: &str) -> Result<(), InvalidNameError> {
         Ok(())
     } else {
         Err(InvalidNameError(name.chars().take(80).collect()))
+    }
+}
+
+/// The operation of a request (HTTP verbs map onto these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Retrieve,
+    Update,
+    Delete,
+    Start,
+    Shutdown,
+}
+
+impl Operation {
+    pub fn parse(text: &str) -> Option<Operation> {
+        Some(match text {
+            "create" => Operation::Create,
+            "retrieve" => Operation::Retrieve,
+            "update" => Operation::Update,
+            "delete" => Operation::Delete,
+            "start" => Operation::Start,
+            "shutdown" => Operation::Shutdown,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Retrieve => "retrieve",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Start => "start",
+            Operation::Shutdown => "shutdown",
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::api::Operation;
+use super::Operation;
 
 /// A role a user or user group holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -184,7 +184,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         let dir = arguments
             .state_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(confluent::daemon::paths::DEFAULT_STATE_DIR));
+            .unwrap_or_else(|| PathBuf::from(confluent::state::paths::DEFAULT_STATE_DIR));
         let dir = std::path::absolute(&dir)
             .with_context(|| format!("invalid state directory {}", dir.display()))?;
         StatePaths::under(&dir)

@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::profile::{self, BootLoader, Profile, ProfileError};
 use super::scripts;
-use crate::http::files::{PathRefused, resolve};
+use crate::fsroot::{PathRefused, resolve};
+use crate::osimage::profile::{self, BootLoader, Profile, ProfileError};
 
 /// Bumped when the layout or the GRUB configuration of images changes, so cached images of an
 /// older daemon are rebuilt.

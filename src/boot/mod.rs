@@ -9,19 +9,16 @@
 //! each `bootloader: shim` profile, built on demand by [`image`], never served raw).
 
 pub mod image;
-pub mod profile;
 pub mod scripts;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dhcp::directory::NodeBoot;
-use crate::dhcp::live::LiveDirectory;
-use crate::proto::dhcp::MacAddress;
+use crate::osimage::profile;
 
-/// Short links remembered at once; the oldest are forgotten first.
-const MAX_SHORT_LINKS: usize = 65_536;
+use crate::deploy::directory::NodeBoot;
+use crate::deploy::live::LiveDirectory;
+use crate::proto::dhcp::MacAddress;
 
 /// Where boot files live and who is booting.
 pub struct Boot {
@@ -32,13 +29,11 @@ pub struct Boot {
     pub distributions: PathBuf,
     /// `lib/tftpboot`: boot loaders (`x86_64/undionly.kpxe`, `x86_64/ipxe.efi`, ...).
     pub loaders: PathBuf,
-    pub short_links: Arc<ShortLinks>,
+    pub short_links: Arc<crate::deploy::ShortLinks>,
     /// Canonical roots that public files may resolve into (`public`, `distributions`).
     pub public_roots: Arc<[PathBuf]>,
     /// Canonical `loaders`.
     pub loader_roots: Arc<[PathBuf]>,
-    /// Small boot files recently served over HTTP.
-    pub file_cache: crate::http::files::SmallFileCache,
     /// `boot.img` of the profiles with `bootloader: shim`, cached under `lib/cache/boot-images`.
     pub images: image::BootImages,
 }
@@ -90,8 +85,7 @@ impl Boot {
             public,
             distributions,
             loaders,
-            short_links: Arc::new(ShortLinks::default()),
-            file_cache: Default::default(),
+            short_links: Arc::new(crate::deploy::ShortLinks::default()),
         })
     }
 
@@ -225,50 +219,6 @@ impl crate::tftp::VirtualFiles for TftpBootFiles {
     }
 }
 
-/// The short URLs the DHCP service handed out for names too long for the `file` field
-/// (`/boot/su/<id>/...`), resolved by the HTTP boot routes.
-#[derive(Default)]
-pub struct ShortLinks {
-    inner: parking_lot::Mutex<ShortLinksInner>,
-}
-
-#[derive(Default)]
-struct ShortLinksInner {
-    targets: HashMap<String, String>,
-    order: VecDeque<String>,
-}
-
-impl ShortLinks {
-    pub fn insert(&self, id: &str, target: &str) {
-        let mut inner = self.inner.lock();
-        if inner
-            .targets
-            .insert(id.to_string(), target.to_string())
-            .is_none()
-        {
-            inner.order.push_back(id.to_string());
-            while inner.order.len() > MAX_SHORT_LINKS {
-                if let Some(oldest) = inner.order.pop_front() {
-                    inner.targets.remove(&oldest);
-                }
-            }
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<String> {
-        self.inner.lock().targets.get(id).cloned()
-    }
-}
-
-impl std::fmt::Debug for ShortLinks {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("ShortLinks")
-            .field("count", &self.inner.lock().targets.len())
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,16 +235,5 @@ mod tests {
             Some(Identity::Uuid("abc-def".into()))
         );
         assert_eq!(Identity::parse("by-ip", "x"), None);
-    }
-
-    #[test]
-    fn short_links_forget_the_oldest_past_the_limit() {
-        let links = ShortLinks::default();
-        for index in 0..MAX_SHORT_LINKS + 2 {
-            links.insert(&index.to_string(), "http://x/y");
-        }
-        assert_eq!(links.get("0"), None);
-        assert_eq!(links.get("1"), None);
-        assert_eq!(links.get("2").as_deref(), Some("http://x/y"));
     }
 }

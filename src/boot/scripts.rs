@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::profile::Profile;
+use crate::osimage::profile::Profile;
 
 /// The URL of a profile's directory, e.g. `http://10.0.0.1:80/confluent-public/os/rhel9`.
 pub fn profile_url(base: &str, profile: &str) -> String {
@@ -147,7 +147,7 @@ mod tests {
             label: "Rocky 9.4 (default)".into(),
             kernel_args: "quiet console=ttyS0\nrd.break".into(),
             initramfs: vec!["addons.cpio".into(), "distribution".into()],
-            boot_loader: super::super::profile::BootLoader::Ipxe,
+            boot_loader: crate::osimage::profile::BootLoader::Ipxe,
         }
     }
 

@@ -99,13 +99,13 @@ pub fn default_target() -> Target {
     {
         return target_from(&host);
     }
-    let local = PathBuf::from(crate::daemon::paths::DEFAULT_STATE_DIR)
+    let local = PathBuf::from(crate::state::paths::DEFAULT_STATE_DIR)
         .join("run")
         .join("api.sock");
     if local.exists() {
         return Target::Unix(local);
     }
-    Target::Unix(crate::daemon::StatePaths::system().api_socket())
+    Target::Unix(crate::state::StatePaths::system().api_socket())
 }
 
 impl Client {

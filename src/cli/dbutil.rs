@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::dump::{self, DumpFormat};
 use crate::config::engine::{ConfigEngine, EngineOptions};
-use crate::daemon::StatePaths;
-use crate::daemon::pidlock::PidLock;
+use crate::state::StatePaths;
+use crate::state::pidlock::PidLock;
 
 #[derive(Parser)]
 #[command(name = "confluentdbutil", about = "Dump and restore the configuration")]
@@ -86,7 +86,7 @@ fn run(arguments: Arguments) -> anyhow::Result<()> {
         StatePaths::under(
             &arguments
                 .state_dir
-                .unwrap_or_else(|| PathBuf::from(crate::daemon::paths::DEFAULT_STATE_DIR)),
+                .unwrap_or_else(|| PathBuf::from(crate::state::paths::DEFAULT_STATE_DIR)),
         )
     };
     paths.create()?;

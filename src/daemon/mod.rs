@@ -5,14 +5,8 @@
 //! [`Service`] seam: it binds in its constructor (failing start-up early), then runs under a
 //! cancellation token until the daemon shuts down.
 
-pub mod connections;
-pub mod paths;
-pub mod pidlock;
 pub mod snapshotter;
-pub mod token;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,39 +17,19 @@ use tokio_util::task::TaskTracker;
 use crate::config::engine::{ConfigEngine, EngineOptions};
 use crate::eventlog::{Event, EventLogs};
 
-pub use paths::StatePaths;
+use crate::service::Service;
+pub use crate::state::StatePaths;
+use crate::state::pidlock;
 
-/// A long-running part of the daemon (a listener, a periodic job).
-///
-/// Implementors bind their sockets in their constructor, so that a port conflict stops the
-/// daemon at start-up instead of later; `run` then serves until `shutdown` is cancelled and
-/// returns after finishing (or abandoning) in-flight work.
-pub trait Service: Send + 'static {
-    /// Short name for logs.
-    fn name(&self) -> &'static str;
-    fn run(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-}
-
-/// Everything the services share, passed explicitly.
+/// What the composition root keeps of what it built: the state layout, the site CA, the
+/// API's context (shared with every transport) and the boot files.
 #[derive(Clone)]
 pub struct Context {
     pub paths: Arc<StatePaths>,
-    pub config: Arc<ConfigEngine>,
-    pub admin_token: Arc<token::AdminToken>,
     pub site_ca: Arc<crate::pki::SiteCa>,
-    /// The `events` and `audit` logs under `paths.log`.
-    pub events: Arc<EventLogs>,
-    /// Recent DHCP exchanges (empty when DHCP is not served).
-    pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
-    /// The interfaces the DHCP service serves now.
-    pub dhcp_interfaces: Arc<crate::dhcp::interfaces::InterfaceTable>,
+    pub api: crate::api::Context,
     /// Boot files, profiles and the live node directory.
     pub boot: Arc<crate::boot::Boot>,
-    /// Users, sessions, roles: who callers are.
-    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Daemon settings decided by the command line.
@@ -122,8 +96,9 @@ impl Daemon {
         .await
         .context("configuration loader panicked")?
         .context("failed to open the configuration")?;
-        let admin_token = token::AdminToken::load_or_create(&paths.etc.join("keys/admin.token"))
-            .context("failed to prepare the administrator token")?;
+        let admin_token =
+            crate::auth::token::AdminToken::load_or_create(&paths.etc.join("keys/admin.token"))
+                .context("failed to prepare the administrator token")?;
         let site_ca = crate::pki::SiteCa::load_or_create(
             &paths.etc.join("tls"),
             &paths.lib.join("public/site/tls/ca.pem"),
@@ -137,33 +112,37 @@ impl Daemon {
             .context("failed to open the event logs")?;
         let events = Arc::new(events);
         let (directory, refresher) =
-            crate::dhcp::live::LiveDirectory::start(&config, paths.lib.join("public/os"));
+            crate::deploy::live::LiveDirectory::start(&config, paths.lib.join("public/os"));
         let boot = crate::boot::Boot::new(directory, &paths.lib)
             .context("failed to prepare the boot file directories")?;
         let roles_file = paths.etc.join("authorization.yaml");
         let roles = crate::auth::roles::RoleTable::load(&roles_file)
             .context("failed to load the custom roles")?;
         let auth = Arc::new(crate::auth::Authenticator::new(options.auth, roles));
-        let context = Context {
+        let api = crate::api::Context {
             auth,
-            paths: Arc::new(paths),
             config,
             admin_token: Arc::new(admin_token),
-            site_ca: Arc::new(site_ca),
             dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::with_events(events.clone())),
             dhcp_interfaces: Arc::default(),
             events,
+        };
+        let context = Context {
+            paths: Arc::new(paths),
+            site_ca: Arc::new(site_ca),
+            api,
             boot: Arc::new(boot),
         };
+        let http_context = crate::http::Context::new(context.api.clone(), context.boot.clone());
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
             options.socket_mode,
-            context.clone(),
+            context.api.clone(),
         )
         .context("failed to start the api socket")?;
         let mut services: Vec<Box<dyn Service>> = vec![
             Box::new(snapshotter::Snapshotter::new(
-                context.config.clone(),
+                context.api.config.clone(),
                 options.snapshot_interval,
             )),
             Box::new(api_socket),
@@ -172,7 +151,7 @@ impl Daemon {
         if let Some(target) = options.syslog {
             let forwarder = crate::eventlog::syslog::SyslogForwarder::bind(
                 target.clone(),
-                context.events.clone(),
+                context.api.events.clone(),
             )
             .await
             .with_context(|| format!("failed to start syslog forwarding to {}", target.address))?;
@@ -182,7 +161,7 @@ impl Daemon {
         // Boot URLs handed out by DHCP point at the listeners as bound.
         let mut boot_settings = crate::dhcp::policy::BootSettings::default();
         if let Some(address) = options.http {
-            let service = crate::http::HttpService::bind(address, None, context.clone())
+            let service = crate::http::HttpService::bind(address, None, http_context.clone())
                 .await
                 .context("failed to start the HTTP listener")?
                 .allow_plain_api(options.http_allow_api);
@@ -193,7 +172,7 @@ impl Daemon {
         }
         if let Some(address) = options.https {
             let tls = context.site_ca.server_config(true)?;
-            let service = crate::http::HttpService::bind(address, Some(tls), context.clone())
+            let service = crate::http::HttpService::bind(address, Some(tls), http_context.clone())
                 .await
                 .context("failed to start the HTTPS listener")?;
             let bound = service.local_addr()?;
@@ -203,9 +182,12 @@ impl Daemon {
         }
         if let Some(address) = options.tls_socket {
             let tls = context.site_ca.server_config(false)?;
-            let service = crate::api::socket::TlsSocketService::bind(address, tls, context.clone())
-                .await
-                .with_context(|| format!("failed to listen on {address} for the TLS api socket"))?;
+            let service =
+                crate::api::socket::TlsSocketService::bind(address, tls, context.api.clone())
+                    .await
+                    .with_context(|| {
+                        format!("failed to listen on {address} for the TLS api socket")
+                    })?;
             listeners.insert(
                 "tls_socket".into(),
                 service.local_addr()?.to_string().into(),
@@ -217,7 +199,7 @@ impl Daemon {
         {
             let settings = crate::dhcp::DhcpSettings {
                 interfaces: options.dhcp.clone(),
-                interface_table: context.dhcp_interfaces.clone(),
+                interface_table: context.api.dhcp_interfaces.clone(),
                 boot: boot_settings,
                 lease_seconds: options.dhcp_lease_seconds,
                 lease_dir: context.paths.lib.join("dhcp"),
@@ -225,9 +207,9 @@ impl Daemon {
                 pxe_port: crate::proto::dhcp::PXE_SERVER_PORT,
                 probe_interval: options.dhcp_probe_interval,
                 relayed_subnets: options.dhcp_relayed_subnets.clone(),
-                exchanges: context.dhcp_exchanges.clone(),
+                exchanges: context.api.dhcp_exchanges.clone(),
                 short_links: context.boot.short_links.clone(),
-                config: context.config.clone(),
+                config: context.api.config.clone(),
             };
             let service = crate::dhcp::DhcpService::bind(settings, context.boot.directory.clone())
                 .context("failed to start the DHCP service")?;
@@ -237,7 +219,7 @@ impl Daemon {
             // GRUB's configurations and the profiles' boot files, for the Secure Boot chain.
             let files: Arc<dyn crate::tftp::VirtualFiles> = Arc::new(crate::boot::TftpBootFiles {
                 boot: context.boot.clone(),
-                events: context.events.clone(),
+                events: context.api.events.clone(),
             });
             let service = crate::tftp::TftpService::bind(
                 address,
@@ -275,7 +257,7 @@ impl Daemon {
             });
         }
         tracker.close();
-        let _ = context.events.events.append(Event::new(
+        let _ = context.api.events.events.append(Event::new(
             "daemon.start",
             serde_json::json!({"version": crate::VERSION, "pid": std::process::id(), "listeners": listeners_value(&context.paths.run)}),
         ));
@@ -320,11 +302,11 @@ impl Daemon {
         {
             tracing::warn!("services did not stop within 20 s; flushing the configuration anyway");
         }
-        let config = self.context.config.clone();
+        let config = self.context.api.config.clone();
         tokio::task::spawn_blocking(move || config.close())
             .await
             .context("configuration flush panicked")?;
-        let events = self.context.events.clone();
+        let events = self.context.api.events.clone();
         let stop = Event::new(
             "daemon.stop",
             serde_json::json!({"pid": std::process::id()}),

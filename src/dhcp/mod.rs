@@ -11,10 +11,8 @@
 //! in a small in-memory ring ([`ExchangeLog`]). A bad packet is counted and logged at debug;
 //! only socket failures end the service.
 
-pub mod directory;
 pub mod interfaces;
 pub mod leases;
-pub mod live;
 pub mod policy;
 pub mod probe;
 pub mod socket;
@@ -32,9 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy::live::LiveDirectory;
 use crate::proto::dhcp::{self as wire, MessageType};
 use leases::{LeaseJournal, Leases};
-use live::LiveDirectory;
 use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
 use probe::Prober;
 pub use socket::DhcpBindError;
@@ -91,7 +89,7 @@ pub struct DhcpSettings {
     /// Where exchanges are recorded (shared with the API).
     pub exchanges: Arc<ExchangeLog>,
     /// Where short boot URLs are registered for the HTTP boot routes to resolve.
-    pub short_links: Arc<crate::boot::ShortLinks>,
+    pub short_links: Arc<crate::deploy::ShortLinks>,
     /// The configuration holding the subnet objects ([`subnets`]), watched for changes.
     pub config: Arc<crate::config::ConfigEngine>,
 }
@@ -239,7 +237,7 @@ struct Shared {
     boot: BootSettings,
     lease_seconds: u32,
     exchanges: Arc<ExchangeLog>,
-    short_links: Arc<crate::boot::ShortLinks>,
+    short_links: Arc<crate::deploy::ShortLinks>,
 }
 
 /// One served interface: its network, its configured mode, and the scope served there now
@@ -653,7 +651,7 @@ async fn expire_and_compact(shared: &Arc<Shared>) {
     }
 }
 
-impl crate::daemon::Service for DhcpService {
+impl crate::service::Service for DhcpService {
     fn name(&self) -> &'static str {
         "dhcp"
     }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
-use super::directory::{Directory, InsecureProtocols, NodeBoot};
-use crate::boot::profile::BootLoader;
+use crate::deploy::directory::{Directory, InsecureProtocols, NodeBoot};
+use crate::osimage::profile::BootLoader;
 use crate::proto::dhcp::{
     BootTransport, DhcpRequest, Firmware, MAX_FILE_FIELD_LENGTH, MacAddress, MessageType,
     ReplyFields,
@@ -615,7 +615,7 @@ fn address_for(
     wanted: Option<Ipv4Addr>,
 ) -> Result<(Ipv4Addr, bool), Reason> {
     if let Some(node) = node {
-        let on_subnet = |interface: &&super::directory::NodeInterface| {
+        let on_subnet = |interface: &&crate::deploy::directory::NodeInterface| {
             interface
                 .address
                 .is_some_and(|address| scope.subnet.contains(&address))
@@ -939,7 +939,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::dhcp::directory::NodeInterface;
+    use crate::deploy::directory::NodeInterface;
     use crate::proto::dhcp::{ClientArchitecture, ClientUuid, decode_request};
 
     #[derive(Default)]

@@ -276,7 +276,7 @@ impl SyslogForwarder {
     }
 }
 
-impl crate::daemon::Service for SyslogForwarder {
+impl crate::service::Service for SyslogForwarder {
     fn name(&self) -> &'static str {
         "syslog-forwarder"
     }

@@ -444,7 +444,7 @@ async fn syslog_frames_reach_udp_and_tcp_collectors() {
             .await
             .unwrap();
         let token = shutdown.clone();
-        tokio::spawn(async move { crate::daemon::Service::run(Box::new(forwarder), token).await });
+        tokio::spawn(async move { crate::service::Service::run(Box::new(forwarder), token).await });
     }
     // Subscriptions exist once the forwarders have started running; give them a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;

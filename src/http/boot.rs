@@ -20,10 +20,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::Context;
 use super::files::{self, plain};
-use crate::boot::{Identity, profile, scripts};
-use crate::daemon::Context;
+use crate::boot::{Identity, scripts};
 use crate::eventlog::Event;
+use crate::osimage::profile;
 
 /// The boot routes; `secure` says whether this listener is HTTPS (for the URLs in scripts).
 pub fn routes(secure: bool) -> Router<Context> {
@@ -81,7 +82,7 @@ async fn public_file(
         &boot.public,
         &path,
         &boot.public_roots,
-        &boot.file_cache,
+        &context.file_cache,
         &method,
         &headers,
     )
@@ -145,7 +146,7 @@ async fn boot_image(
                 images.dir(),
                 &file_name,
                 images.roots(),
-                &context.boot.file_cache,
+                &context.file_cache,
                 method,
                 headers,
             )
@@ -180,7 +181,7 @@ fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
         event = event.node(node);
     }
     // Never blocks; a full queue is counted by the log itself.
-    let _ = context.events.events.append(event);
+    let _ = context.api.events.events.append(event);
 }
 
 async fn by_identity(
@@ -206,7 +207,7 @@ async fn by_identity(
             &boot.loaders,
             loader,
             &boot.loader_roots,
-            &boot.file_cache,
+            &context.file_cache,
             &method,
             &headers,
         )

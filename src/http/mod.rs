@@ -37,8 +37,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Caller, Operation, Request};
 use crate::auth::LoginError;
-use crate::daemon::connections::serve_connections;
-use crate::daemon::{Context, Service};
+use crate::service::Service;
+use crate::service::serve_connections;
+
+/// What the HTTP(S) listeners share: the API's context, the boot files and identities the
+/// unauthenticated boot routes serve, and the small-file cache of those routes.
+#[derive(Clone)]
+pub struct Context {
+    pub api: api::Context,
+    pub boot: Arc<crate::boot::Boot>,
+    /// Small boot files recently served.
+    pub file_cache: Arc<files::SmallFileCache>,
+}
+
+impl Context {
+    pub fn new(api: api::Context, boot: Arc<crate::boot::Boot>) -> Context {
+        Context {
+            api,
+            boot,
+            file_cache: Arc::default(),
+        }
+    }
+}
 
 /// Most connections served at once per listener.
 const MAX_CONNECTIONS: usize = 8192;
@@ -203,7 +223,8 @@ impl Service for HttpService {
                     let app = app.clone();
                     let tls = tls.clone();
                     let boot = self.context.boot.clone();
-                    let events = self.context.events.clone();
+                    let cache = self.context.file_cache.clone();
+                    let events = self.context.api.events.clone();
                     async move {
                         let _ = stream.set_nodelay(true);
                         let peer_info = Peer {
@@ -211,7 +232,7 @@ impl Service for HttpService {
                             events,
                         };
                         if let Err(error) =
-                            serve_connection(stream, peer_info, tls, app, boot, token).await
+                            serve_connection(stream, peer_info, tls, app, boot, cache, token).await
                         {
                             tracing::debug!(%peer, error = %error, "http connection ended with an error");
                         }
@@ -236,6 +257,7 @@ async fn serve_connection(
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     boot: Arc<crate::boot::Boot>,
+    cache: Arc<files::SmallFileCache>,
     shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let service = hyper::service::service_fn(move |request| {
@@ -269,7 +291,7 @@ async fn serve_connection(
             // Large public files first, with sendfile; hyper takes whatever comes next.
             let mut stream = stream;
             let next = tokio::select! {
-                next = sendfile::serve_leading_files(&mut stream, &boot) => next?,
+                next = sendfile::serve_leading_files(&mut stream, &boot, &cache) => next?,
                 () = shutdown.cancelled() => return Ok(()),
             };
             if let sendfile::Next::Close = next {
@@ -403,12 +425,13 @@ pub async fn authenticate(
     };
     if let Some(node) = header_text(headers, "confluent_nodename") {
         let key = header_text(headers, "confluent_apikey").unwrap_or_default();
-        let name = context.config.read(|store| store.canonical_node(node));
+        let name = context.api.config.read(|store| store.canonical_node(node));
         return match name {
             Some(name)
                 if context
+                    .api
                     .auth
-                    .check_node_key(&context.config, &name, key)
+                    .check_node_key(&context.api.config, &name, key)
                     .await =>
             {
                 Ok(plain(Caller::Node { name }))
@@ -422,7 +445,7 @@ pub async fn authenticate(
     }
     let authorization = header_text(headers, header::AUTHORIZATION.as_str());
     if let Some(token) = authorization.and_then(|value| value.strip_prefix("Bearer ")) {
-        return if context.admin_token.verify(token.trim()) {
+        return if context.api.admin_token.verify(token.trim()) {
             Ok(plain(Caller::AdminToken))
         } else {
             Err(refusal(
@@ -436,7 +459,7 @@ pub async fn authenticate(
         .and_then(|value| value.strip_prefix("Basic "))
         .map(str::trim);
     if let Some(id) = session_id(headers) {
-        if let Some(identity) = context.auth.sessions.lookup(id) {
+        if let Some(identity) = context.api.auth.sessions.lookup(id) {
             return Ok(Authenticated {
                 caller: Caller::User(identity),
                 session: Some(id.to_string()),
@@ -471,9 +494,15 @@ pub async fn authenticate(
             "authentication failed",
         ));
     };
-    match context.auth.login(&context.config, user, password).await {
+    match context
+        .api
+        .auth
+        .login(&context.api.config, user, password)
+        .await
+    {
         Ok(identity) => {
             let session = context
+                .api
                 .auth
                 .sessions
                 .create(identity.clone())
@@ -682,7 +711,7 @@ async fn tree(
         Ok(authenticated) => authenticated,
         Err(refusal) => {
             api::audit::unauthenticated(
-                &context,
+                &context.api,
                 &refusal.claimed,
                 method.as_str(),
                 uri.path(),
@@ -728,14 +757,14 @@ fn session_route(context: &Context, authenticated: &Authenticated, path: &str) -
                 info.insert("sessionid".into(), id.clone().into());
                 info.insert(
                     "idletimeout".into(),
-                    context.auth.sessions.idle_timeout().as_secs().into(),
+                    context.api.auth.sessions.idle_timeout().as_secs().into(),
                 );
             }
             Value::Object(info)
         }
         "/sessions/current/logout" => {
             if let Some(id) = &authenticated.session {
-                context.auth.sessions.remove(id);
+                context.api.auth.sessions.remove(id);
             }
             let mut response = with_headers(
                 (StatusCode::OK, axum::Json(json!({"loggedout": true}))).into_response(),
@@ -782,15 +811,15 @@ async fn tree_authenticated(
         parameters,
     };
     if request.path.starts_with("/sessions/current/") {
-        if let Err(error) = api::authorize(&context.auth.roles, caller, &request) {
-            api::audit::record(context, caller, &request, true, Err(&error)).await;
+        if let Err(error) = api::authorize(&context.api.auth.roles, caller, &request) {
+            api::audit::record(&context.api, caller, &request, true, Err(&error)).await;
             return error_response(&error);
         }
         if let Some(response) = session_route(context, authenticated, &request.path) {
             return response;
         }
     }
-    let messages = match api::handle(context, caller, request).await {
+    let messages = match api::handle(&context.api, caller, request).await {
         api::resources::Answer::Document(document) => {
             let mut response = (
                 StatusCode::OK,

@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::files;
+use super::files::SmallFileCache;
 use crate::boot::Boot;
 
 /// The longest request head looked at.
@@ -77,6 +78,7 @@ fn plan(bytes: &[u8]) -> Option<(usize, String, bool)> {
 pub async fn serve_leading_files(
     stream: &mut TcpStream,
     boot: &Arc<Boot>,
+    cache: &SmallFileCache,
 ) -> std::io::Result<Next> {
     let mut buffer = vec![0u8; MAX_HEAD];
     loop {
@@ -94,7 +96,7 @@ pub async fn serve_leading_files(
             return Ok(Next::Hyper);
         };
         // A small file already in memory: no need to look at the file system here.
-        if boot.file_cache.holds(&boot.public, &relative) {
+        if cache.holds(&boot.public, &relative) {
             return Ok(Next::Hyper);
         }
         let opened = {
@@ -134,7 +136,7 @@ fn set_cork(stream: &TcpStream, cork: bool) {
 
 /// Open a public file if it is large enough for this path: (file, length, etag, type).
 fn open_large(boot: &Boot, relative: &str) -> Option<(std::fs::File, u64, String, &'static str)> {
-    let path = files::resolve(&boot.public, relative, &boot.public_roots).ok()?;
+    let path = crate::fsroot::resolve(&boot.public, relative, &boot.public_roots).ok()?;
     let file = std::fs::File::open(&path).ok()?;
     let metadata = file.metadata().ok()?;
     if !metadata.is_file() || metadata.len() <= files::SMALL_FILE {

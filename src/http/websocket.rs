@@ -26,11 +26,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::Context;
 use super::{Transport, authenticate, unauthorized};
 use crate::api::resources::resolved_json;
 use crate::api::{self, ApiError, Caller, Operation, Request};
 use crate::config::watch::{ChangeSet, WatchFilter};
-use crate::daemon::Context;
 use crate::eventlog::{Delivery, Subscription};
 
 /// Interval between server pings.
@@ -46,7 +46,7 @@ pub async fn upgrade(
         Ok(authenticated) => authenticated.caller,
         Err(refusal) => {
             api::audit::unauthenticated(
-                &context,
+                &context.api,
                 &refusal.claimed,
                 "start",
                 "/sessions/current/async",
@@ -61,8 +61,8 @@ pub async fn upgrade(
         path: "/sessions/current/async".into(),
         parameters: json!({}),
     };
-    if let Err(error) = api::authorize(&context.auth.roles, &caller, &request) {
-        api::audit::record(&context, &caller, &request, true, Err(&error)).await;
+    if let Err(error) = api::authorize(&context.api.auth.roles, &caller, &request) {
+        api::audit::record(&context.api, &caller, &request, true, Err(&error)).await;
         return (
             axum::http::StatusCode::FORBIDDEN,
             axum::Json(error.to_json()),
@@ -82,9 +82,9 @@ async fn authorize_read(context: &Context, caller: &Caller, path: String) -> Res
         path,
         parameters: json!({}),
     };
-    let decision = api::authorize(&context.auth.roles, caller, &request);
+    let decision = api::authorize(&context.api.auth.roles, caller, &request);
     if let Err(error) = &decision {
-        api::audit::record(context, caller, &request, true, Err(error)).await;
+        api::audit::record(&context.api, caller, &request, true, Err(error)).await;
     }
     decision
 }
@@ -118,10 +118,11 @@ fn subscribe(context: &Context, request: &Value) -> Result<(Subscription, Value)
         .and_then(Value::as_str)
         .unwrap_or("events");
     let log = context
+        .api
         .events
         .by_name(name)
         .ok_or_else(|| ApiError::not_found(format!("no log named {name}")))?;
-    let filter = crate::api::events::filter(context, request)?;
+    let filter = crate::api::events::filter(&context.api, request)?;
     let since = crate::api::events::since(request)?;
     Ok((
         log.subscribe(filter, since),
@@ -148,6 +149,7 @@ fn watch(
         _ => vec!["*".to_string()],
     };
     let nodes = context
+        .api
         .config
         .read(|store| crate::api::resources::expand_in(store, caller.tenant(), range))?;
     let count = nodes.len();
@@ -164,7 +166,7 @@ fn watch(
 }
 
 fn describe(context: &Context, changes: &ChangeSet) -> Value {
-    let by_node: Map<String, Value> = context.config.read(|store| {
+    let by_node: Map<String, Value> = context.api.config.read(|store| {
         changes
             .node_attributes
             .iter()
@@ -248,7 +250,7 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
                     (_, Err(error)) => error.to_json(),
                     ("watch", Ok(())) => match watch(&context, &caller, &request) {
                         Ok((filter, reply)) => {
-                            receiver = Some(context.config.watch(filter));
+                            receiver = Some(context.api.config.watch(filter));
                             reply
                         }
                         Err(error) => error.to_json(),

@@ -317,7 +317,7 @@ fn transient(error: &std::io::Error) -> bool {
     )
 }
 
-impl crate::daemon::Service for TftpService {
+impl crate::service::Service for TftpService {
     fn name(&self) -> &'static str {
         "tftp"
     }

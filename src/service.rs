@@ -1,15 +1,36 @@
-//! The accept loop shared by the connection-oriented services (unix socket, TLS socket,
-//! HTTP(S)): at most `limit` connections served at once (the rest wait in the listen backlog),
-//! each on the service's own task tracker; an accept error is logged and retried, never fatal;
-//! at shutdown, in-flight connections get up to 10 s to finish.
+//! The service seam every long-running part of the daemon plugs into, and the accept loop
+//! the connection-oriented services share. A leaf: it knows nothing of the daemon that runs
+//! the services, so services below the composition root depend only on this.
+//!
+//! [`Service`]: bind in the constructor (failing start-up early), then `run` under a
+//! cancellation token until the daemon shuts down.
+//!
+//! [`serve_connections`]: at most `limit` connections served at once (the rest wait in the
+//! listen backlog), each on the service's own task tracker; an accept error is logged and
+//! retried, never fatal; at shutdown, in-flight connections get up to 10 s to finish.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A long-running part of the daemon (a listener, a periodic job).
+///
+/// Implementors bind their sockets in their constructor, so that a port conflict stops the
+/// daemon at start-up instead of later; `run` then serves until `shutdown` is cancelled and
+/// returns after finishing (or abandoning) in-flight work.
+pub trait Service: Send + 'static {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+}
 
 /// Accept with `accept` until `shutdown`, handing each connection to `handle`.
 pub async fn serve_connections<S, A, AF, H, HF>(

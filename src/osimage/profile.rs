@@ -8,7 +8,7 @@
 //! - `bootloader`: `ipxe` (the default) or `shim`. With `shim`, UEFI machines booting the
 //!   profile get the Secure Boot chain: the Microsoft-signed shim, then Debian's signed network
 //!   GRUB, which has no HTTP support: over PXE it loads the kernel and initramfs over TFTP, over
-//!   UEFI HTTP boot all of it comes in the profile's `boot.img` ([`super::image`]); BIOS
+//!   UEFI HTTP boot all of it comes in the profile's `boot.img` (`boot::image`); BIOS
 //!   machines and clients already running iPXE still get iPXE. See [`BootLoader`].
 //!
 //! [`ProfileScan`] keeps the `bootloader` setting of every profile current for the DHCP

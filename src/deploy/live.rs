@@ -22,9 +22,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, NodeBoot};
-use crate::boot::profile::{BootLoader, ProfileScan};
 use crate::config::ConfigEngine;
 use crate::config::watch::{ChangeSet, WatchFilter};
+use crate::osimage::profile::{BootLoader, ProfileScan};
 
 /// The shared, always-current directory.
 #[derive(Default)]
@@ -187,7 +187,7 @@ impl DirectoryRefresher {
     }
 }
 
-impl crate::daemon::Service for DirectoryRefresher {
+impl crate::service::Service for DirectoryRefresher {
     fn name(&self) -> &'static str {
         "node-directory"
     }

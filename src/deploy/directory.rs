@@ -6,15 +6,15 @@
 //! Built from a configuration [`Store`] and kept current from change notifications
 //! ([`Directory::refresh_nodes`]), so a packet never walks 100,000 nodes. It also carries the
 //! `bootloader` setting of the profiles (read from their `profile.yaml` by
-//! [`crate::boot::profile::ProfileScan`] in `live.rs`), so the policy can tell whether a node's
+//! [`crate::osimage::profile::ProfileScan`] in `live.rs`), so the policy can tell whether a node's
 //! pending profile asks for the Secure Boot chain. Pure: no I/O.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::boot::profile::BootLoader;
 use crate::config::model::{ResolvedValue, Store};
+use crate::osimage::profile::BootLoader;
 use crate::proto::dhcp::MacAddress;
 
 /// Group whose attributes apply to machines that are not (yet) nodes.
