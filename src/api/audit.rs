@@ -51,7 +51,7 @@ pub async fn record(
         "allowed": !denied,
         "outcome": match outcome {
             Ok(()) => json!("ok"),
-            Err(error) => json!({"status": error.status, "code": error.code}),
+            Err(error) => json!({"status": error.status(), "code": error.code.as_str()}),
         },
     });
     let kind = if denied { "api.denied" } else { "api.request" };
@@ -60,7 +60,7 @@ pub async fn record(
         // The log itself reports write failures and drops loudly, with counts and at growing
         // intervals; one error line per request would bury the daemon's log when the disk is
         // full. The request itself is still answered.
-        tracing::debug!(error = %error, operation = request.operation.as_str(), path = %request.path, "failed to write the audit record");
+        tracing::debug!(error = %crate::error::Chain(&error), operation = request.operation.as_str(), path = %request.path, "failed to write the audit record");
     }
 }
 

@@ -17,20 +17,18 @@
 
 use serde_json::{Map, Value, json};
 
-use super::ApiError;
 use super::Context;
 use super::resources::commit_plan;
+use super::{ApiError, ErrorCode};
 use crate::config::plan;
 use crate::dhcp::interfaces as served;
 use crate::dhcp::subnets::{self, SubnetObject, SubnetObjectError};
 
 fn invalid(error: &SubnetObjectError) -> ApiError {
-    let mut message = error.to_string();
-    if let Some(cause) = std::error::Error::source(error) {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-    }
-    ApiError::new(400, "invalid_subnet", message)
+    ApiError::new(
+        ErrorCode::InvalidChange,
+        crate::error::Chain(error).to_string(),
+    )
 }
 
 /// `10.1.0.0/24` from the path segments after `subnets/` (`10.1.0.0`, `24`, or `10.1.0.0_24`).
@@ -55,10 +53,10 @@ async fn store(context: &Context, fields: Map<String, Value>) -> Result<Vec<Valu
     let validated = object.validate().map_err(|error| invalid(&error))?;
     let key = validated.object.key();
     let value = serde_json::to_value(&validated.object).map_err(|error| {
-        ApiError::new(
-            500,
-            "internal",
-            format!("cannot encode the subnet object: {error}"),
+        ApiError::internal(
+            ErrorCode::Internal,
+            "cannot encode the subnet object",
+            &error,
         )
     })?;
     commit_plan(context, move |_, _| {
@@ -112,8 +110,7 @@ pub async fn subnets(
                 .and_then(|text| subnet_of(&[text]))?;
             if stored(context, subnet).is_some() {
                 return Err(ApiError::new(
-                    409,
-                    "subnet_exists",
+                    ErrorCode::Conflict,
                     format!("subnet {subnet} already exists; update it instead"),
                 ));
             }
@@ -153,8 +150,7 @@ pub async fn subnets(
             "create subnets on /networking/dhcp/subnets/",
         )),
         (Operation::Start | Operation::Shutdown, _) => Err(ApiError::new(
-            405,
-            "unsupported_operation",
+            ErrorCode::UnsupportedOperation,
             "subnets support retrieve, create, update and delete",
         )),
     }
@@ -162,8 +158,7 @@ pub async fn subnets(
 
 fn no_such(subnet: ipnet::Ipv4Net) -> ApiError {
     ApiError::new(
-        404,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no DHCP subnet object for {subnet}"),
     )
 }
@@ -191,8 +186,7 @@ pub async fn interfaces(
             .map(|entry| vec![json!({ "interface": entry })])
             .ok_or_else(|| {
                 ApiError::new(
-                    404,
-                    "not_found",
+                    ErrorCode::NotFound,
                     format!("interface {name} is not configured for DHCP"),
                 )
             }),
@@ -213,7 +207,7 @@ pub async fn interfaces(
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::bad_request("missing 'mode' (full, proxy, auto or off)"))?
                 .parse()
-                .map_err(|error: String| ApiError::new(400, "invalid_mode", error))?;
+                .map_err(|error: String| ApiError::new(ErrorCode::BadRequest, error))?;
             let key = served::key_of(name);
             let value = json!({ "mode": mode.name() });
             commit_plan(context, move |_, _| {
@@ -228,8 +222,7 @@ pub async fn interfaces(
             let key = served::key_of(name);
             if context.config.read(|store| store.global(&key).is_none()) {
                 return Err(ApiError::new(
-                    404,
-                    "not_found",
+                    ErrorCode::NotFound,
                     format!("interface {name} has no DHCP setting in the configuration"),
                 ));
             }
@@ -240,8 +233,7 @@ pub async fn interfaces(
             ApiError::bad_request("use /networking/dhcp/interfaces/<name>"),
         ),
         (Operation::Create | Operation::Start | Operation::Shutdown, _) => Err(ApiError::new(
-            405,
-            "unsupported_operation",
+            ErrorCode::UnsupportedOperation,
             "interfaces support retrieve, update and delete",
         )),
     }

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod dhcp;
+pub mod error;
 pub mod events;
 pub mod resources;
 pub mod socket;
@@ -16,7 +17,7 @@ pub mod users;
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::Identity;
 use crate::auth::roles::{Role, RoleTable};
@@ -38,6 +39,7 @@ pub struct Context {
 }
 
 pub use crate::auth::Operation;
+pub use error::{ApiError, ErrorCode};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,50 +91,6 @@ pub struct Request {
     pub operation: Operation,
     pub path: String,
     pub parameters: Value,
-}
-
-/// An error answering a whole request: a stable code, an HTTP-like status and a safe message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-    /// The target exists but belongs to another tenant: answered like a missing one, audited
-    /// as a denied request.
-    pub hidden: bool,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            hidden: false,
-        }
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(403, "forbidden", message)
-    }
-
-    /// Mark an error as hiding another tenant's object (see [`ApiError::hidden`]).
-    pub fn hiding(mut self) -> ApiError {
-        self.hidden = true;
-        self
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, "bad_request", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(404, "not_found", message)
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({"errorcode": self.status, "error": self.message, "code": self.code})
-    }
 }
 
 /// Routes every authenticated caller may use, whatever its role (its own session).

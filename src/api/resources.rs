@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::Context;
-use super::{ApiError, Caller, Operation, Request};
+use super::{ApiError, Caller, ErrorCode, Operation, Request};
 use crate::auth::tenant::{self, TenantView};
 use crate::config::catalogue;
 use crate::config::model::{ExpressionValue, Resolved, ResolvedValue, Store};
@@ -639,8 +639,7 @@ async fn dispatch_values(
             .contains(first) =>
         {
             Err(ApiError::new(
-                405,
-                "unsupported_operation",
+                ErrorCode::UnsupportedOperation,
                 format!(
                     "{} is not supported on {}",
                     operation.as_str(),
@@ -777,22 +776,26 @@ fn check_tenant_references(
 }
 
 pub(super) fn change_error(error: ConfigChangeError) -> ApiError {
-    let status = match &error {
+    let code = match &error {
         ConfigChangeError::NoSuchNode(_)
         | ConfigChangeError::NoSuchGroup(_)
-        | ConfigChangeError::NoSuchAccount { .. } => 404,
-        ConfigChangeError::NameInUse { .. } | ConfigChangeError::AccountExists { .. } => 409,
-        ConfigChangeError::JournalUnavailable(_) => 503,
-        _ => 400,
+        | ConfigChangeError::NoSuchAccount { .. } => ErrorCode::NotFound,
+        ConfigChangeError::NameInUse { .. } | ConfigChangeError::AccountExists { .. } => {
+            ErrorCode::Conflict
+        }
+        // The journal's failure (a file path, an OS error) is for the log only.
+        ConfigChangeError::JournalUnavailable(_) => {
+            return ApiError::internal(
+                ErrorCode::Unavailable,
+                "the configuration journal is unavailable, nothing was changed",
+                &error,
+            );
+        }
+        _ => ErrorCode::InvalidChange,
     };
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    ApiError::new(status, "invalid_change", message)
+    // Validation errors describe the request (names, values, noderanges); their causes are
+    // parse errors of the same input, safe and useful to show.
+    ApiError::new(code, crate::error::Chain(&error).to_string())
 }
 
 /// [`commit`], for the other resource modules.
@@ -1148,7 +1151,7 @@ async fn node_attributes(
                     .iter()
                     .map(|node| match store.evaluate_for_node(node, &expression) {
                         Ok(value) => json!({"databynode": {node.to_string(): {"value": value}}}),
-                        Err(reason) => json!({"databynode": {node.to_string(): {"errorcode": 400, "error": reason}}}),
+                        Err(reason) => json!({"databynode": {node.to_string(): ApiError::bad_request(reason).to_json()}}),
                     })
                     .collect()
             }))
@@ -1196,8 +1199,7 @@ async fn node_attributes(
             Ok(messages)
         }
         _ => Err(ApiError::new(
-            405,
-            "unsupported_operation",
+            ErrorCode::UnsupportedOperation,
             format!(
                 "{} is not supported on attributes/{kind}",
                 operation.as_str()
@@ -1281,8 +1283,7 @@ async fn group_attributes(
             Ok(messages)
         }
         _ => Err(ApiError::new(
-            405,
-            "unsupported_operation",
+            ErrorCode::UnsupportedOperation,
             format!(
                 "{} is not supported on attributes/{kind}",
                 operation.as_str()

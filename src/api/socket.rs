@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use super::{Caller, Operation, Request};
+use super::{ApiError, Caller, Operation, Request};
 use crate::proto::tlv::{self, FrameType};
 use crate::service::Service;
 use crate::service::serve_connections;
@@ -117,7 +117,7 @@ impl Service for UnixSocketService {
                         let uid = match stream.peer_cred() {
                             Ok(credentials) => credentials.uid(),
                             Err(error) => {
-                                tracing::debug!(error = %error, "no peer credentials; dropping connection");
+                                tracing::debug!(error = %crate::error::Chain(&error), "no peer credentials; dropping connection");
                                 return;
                             }
                         };
@@ -139,7 +139,7 @@ impl Service for UnixSocketService {
                             }
                         };
                         if let Err(error) = serve(stream, peer, context, token).await {
-                            tracing::debug!(error = %error, "api socket connection ended with an error");
+                            tracing::debug!(error = %crate::error::Chain(&error), "api socket connection ended with an error");
                         }
                     }
                 },
@@ -207,7 +207,7 @@ impl Service for TlsSocketService {
                             }
                         };
                         if let Err(error) = serve(stream, Peer::Anonymous, context, token).await {
-                            tracing::debug!(%peer, error = %error, "TLS api connection ended with an error");
+                            tracing::debug!(%peer, error = %crate::error::Chain(&error), "TLS api connection ended with an error");
                         }
                     }
                 },
@@ -368,7 +368,7 @@ where
             Frame::BadJson(reason) => {
                 write_json(
                     &mut writer,
-                    &json!({"errorcode": 400, "error": format!("invalid JSON in request: {reason}")}),
+                    &ApiError::bad_request(format!("invalid JSON in request: {reason}")).to_json(),
                 )
                 .await?;
                 write_json(&mut writer, &json!({"_requestdone": 1})).await?;
@@ -378,7 +378,7 @@ where
             Frame::Text(_) => {
                 write_json(
                     &mut writer,
-                    &json!({"errorcode": 400, "error": "expected a JSON request frame"}),
+                    &ApiError::bad_request("expected a JSON request frame").to_json(),
                 )
                 .await?;
                 write_json(&mut writer, &json!({"_requestdone": 1})).await?;
@@ -434,7 +434,7 @@ where
             }
             Ok(request) => super::handle(&context, &trusted, request).await,
             Err(error) => {
-                super::resources::Answer::Values(vec![json!({"errorcode": 400, "error": error})])
+                super::resources::Answer::Values(vec![ApiError::bad_request(error).to_json()])
             }
         };
         let large = match &answer {

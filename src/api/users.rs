@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::Context;
-use super::{ApiError, Caller, Operation};
+use super::{ApiError, Caller, ErrorCode, Operation};
 use crate::auth::{self, NewPasswordError};
 use crate::config::model::{Op, UserGroupRecord, UserRecord};
 use crate::config::plan::{ConfigChangeError, Plan};
@@ -84,8 +84,7 @@ pub async fn dispatch(
             Ok(vec![json!({"deleted": name})])
         }
         _ => Err(ApiError::new(
-            405,
-            "unsupported_operation",
+            ErrorCode::UnsupportedOperation,
             format!(
                 "{} is not supported on /{}",
                 operation.as_str(),
@@ -178,7 +177,11 @@ async fn new_hash(context: &Context, login: &str, password: &str) -> Result<Arc<
         .map(Arc::from)
         .map_err(|error| match error {
             NewPasswordError::Policy(policy) => ApiError::bad_request(policy.to_string()),
-            other => ApiError::new(503, "unavailable", other.to_string()),
+            other => ApiError::internal(
+                ErrorCode::Unavailable,
+                "the password could not be hashed, nothing was changed",
+                &other,
+            ),
         })
 }
 

@@ -414,7 +414,7 @@ impl Authenticator {
             match outcome {
                 Some(Ok(())) => {}
                 Some(Err(error)) => {
-                    tracing::debug!(user, error = %error, "PAM authentication failed");
+                    tracing::debug!(user, error = %crate::error::Chain(&error), "PAM authentication failed");
                     return Err(LoginError::BadCredentials);
                 }
                 None => return Err(LoginError::BadCredentials),

@@ -160,7 +160,7 @@ fn main() -> std::process::ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(error = %error, "failed to start the async runtime");
+            tracing::error!(error = %confluent::error::Chain(&error), "failed to start the async runtime");
             return std::process::ExitCode::FAILURE;
         }
     };

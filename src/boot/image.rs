@@ -101,6 +101,21 @@ pub enum BootImageError {
 }
 
 impl BootImageError {
+    /// What a booting machine (or its operator reading the firmware's screen) is told: what is
+    /// missing, never a server path or OS error (those go to the log and the node's event).
+    pub fn client_message(&self) -> String {
+        match self {
+            BootImageError::Profile(error) => error.client_message(),
+            BootImageError::NotShim(_) | BootImageError::NoLoaders => self.to_string(),
+            BootImageError::Refused { .. } => {
+                "an input of the boot image is not a file inside the allowed directories".into()
+            }
+            BootImageError::Read { .. } | BootImageError::Write { .. } | BootImageError::Task => {
+                "the boot image could not be built".into()
+            }
+        }
+    }
+
     /// Whether the request asked for something that does not exist (as opposed to a failure
     /// of this server).
     pub fn is_not_found(&self) -> bool {

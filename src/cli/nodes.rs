@@ -98,13 +98,7 @@ fn connect(printer: &mut Printer) -> Option<Client> {
     match Client::connect() {
         Ok(client) => Some(client),
         Err(error) => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            let text = crate::error::Chain(&error).to_string();
             printer.error(None, &text);
             None
         }

@@ -53,12 +53,5 @@ impl Printer {
 /// An error and its whole chain of causes on one line (`cannot connect to X: No such file`),
 /// because the first layer alone rarely says what to fix.
 pub fn error_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error::Chain(error).to_string()
 }

@@ -216,7 +216,7 @@ impl ConfigEngine {
                     let result = engine.snapshot();
                     engine.snapshot_pending.store(false, Ordering::Release);
                     if let Err(error) = result {
-                        tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "configuration snapshot failed; the journal keeps growing");
+                        tracing::error!(error = %crate::error::Chain(&error), "configuration snapshot failed; the journal keeps growing");
                     }
                 }
             })
@@ -416,7 +416,7 @@ impl ConfigEngine {
                 if first_seq <= seq
                     && let Err(error) = fs::remove_file(&file)
                 {
-                    tracing::warn!(path = %file.display(), error = %error, "could not remove an old journal file");
+                    tracing::warn!(path = %file.display(), error = %crate::error::Chain(&error), "could not remove an old journal file");
                 }
             }
         }
@@ -431,7 +431,7 @@ impl ConfigEngine {
             return;
         }
         if let Err(error) = self.snapshot() {
-            tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "final configuration snapshot failed; the journal still holds every change");
+            tracing::error!(error = %crate::error::Chain(&error), "final configuration snapshot failed; the journal still holds every change");
         }
         self.journal.close();
     }

@@ -609,7 +609,7 @@ fn flush_pending<T>(
         }
     }
     if let Some(error) = failed {
-        tracing::error!(error = %error, cause = ?std::error::Error::source(&**error), "configuration journal write failed; refusing further changes");
+        tracing::error!(error = %crate::error::Chain(&**error), "configuration journal write failed; refusing further changes");
     }
 }
 

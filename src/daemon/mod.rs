@@ -312,7 +312,7 @@ impl Daemon {
             serde_json::json!({"pid": std::process::id()}),
         );
         if let Err(error) = events.events.append_durable(stop).await {
-            tracing::warn!(error = %error, "failed to record the daemon stop");
+            tracing::warn!(error = %crate::error::Chain(&error), "failed to record the daemon stop");
         }
         tokio::task::spawn_blocking(move || events.close())
             .await
@@ -333,7 +333,7 @@ fn listeners_value(run: &std::path::Path) -> serde_json::Value {
 fn notify_systemd_ready() {
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-            tracing::warn!(error = %error, "failed to notify systemd of readiness");
+            tracing::warn!(error = %crate::error::Chain(&error), "failed to notify systemd of readiness");
         } else {
             tracing::debug!("notified systemd: READY=1");
         }

@@ -48,9 +48,11 @@ impl Service for Snapshotter {
                 match tokio::task::spawn_blocking(move || config.snapshot()).await {
                     Ok(Ok(seq)) => snapshot_seq = seq,
                     Ok(Err(error)) => {
-                        tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "periodic configuration snapshot failed")
+                        tracing::error!(error = %crate::error::Chain(&error), "periodic configuration snapshot failed")
                     }
-                    Err(error) => tracing::error!(error = %error, "snapshot task panicked"),
+                    Err(error) => {
+                        tracing::error!(error = %crate::error::Chain(&error), "snapshot task panicked")
+                    }
                 }
             }
         })

@@ -602,7 +602,7 @@ impl LeaseJournal {
 
     fn fail(&mut self, source: io::Error) -> LeaseWriteError {
         let error = self.writer.error(source);
-        tracing::error!(error = %error, cause = ?std::error::Error::source(&*error), "DHCP lease journal write failed; no lease is handed out until restart");
+        tracing::error!(error = %crate::error::Chain(&*error), "DHCP lease journal write failed; no lease is handed out until restart");
         self.failed = Some(error.clone());
         LeaseWriteError::Write(error)
     }
@@ -642,7 +642,7 @@ impl LeaseJournal {
         }
         if let Err(source) = self.writer.finish() {
             let error = self.fail(source);
-            tracing::warn!(error = %error, "DHCP lease journal not flushed at shutdown");
+            tracing::warn!(error = %crate::error::Chain(&error), "DHCP lease journal not flushed at shutdown");
         }
     }
 }

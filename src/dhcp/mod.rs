@@ -166,7 +166,7 @@ impl ExchangeLog {
             }
             // Never blocks: a full event queue is counted and reported by the log itself.
             if let Err(error) = events.events.append(event) {
-                tracing::debug!(error = %error, "dhcp exchange not recorded in the event log");
+                tracing::debug!(error = %crate::error::Chain(&error), "dhcp exchange not recorded in the event log");
             }
         }
         let mut entries = self.entries.lock();
@@ -183,7 +183,7 @@ impl ExchangeLog {
                 .events
                 .append(crate::eventlog::Event::new(kind.to_string(), detail))
         {
-            tracing::debug!(error = %error, kind, "dhcp event not recorded in the event log");
+            tracing::debug!(error = %crate::error::Chain(&error), kind, "dhcp event not recorded in the event log");
         }
     }
 
@@ -646,7 +646,7 @@ async fn expire_and_compact(shared: &Arc<Shared>) {
     match result {
         Ok(()) => tracing::debug!("DHCP lease journal compacted"),
         Err(error) => {
-            tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "DHCP lease journal compaction failed")
+            tracing::warn!(error = %crate::error::Chain(&error), "DHCP lease journal compaction failed")
         }
     }
 }
@@ -690,8 +690,7 @@ async fn probe_loop(
             Ok(foreign) => switch_mode(&interface, &shared, foreign),
             Err(error) => tracing::warn!(
                 interface = %interface.name,
-                error = %error,
-                cause = ?std::error::Error::source(&error),
+                error = %crate::error::Chain(&error),
                 "DHCP probe for another server failed; mode unchanged"
             ),
         }
@@ -743,7 +742,7 @@ fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>
 fn read_subnets(config: &crate::config::ConfigEngine) -> Subnets {
     let (subnets, invalid) = config.read(Subnets::from_store);
     for (key, error) in invalid {
-        tracing::warn!(key, error = %error, cause = ?std::error::Error::source(&error), "ignoring an invalid DHCP subnet object");
+        tracing::warn!(key, error = %crate::error::Chain(&error), "ignoring an invalid DHCP subnet object");
     }
     subnets
 }
@@ -791,7 +790,7 @@ fn handle_datagram(
                 .counters
                 .undecodable
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(interface = %interface, error = %error, "ignoring an undecodable DHCP datagram");
+            tracing::debug!(interface = %interface, error = %crate::error::Chain(&error), "ignoring an undecodable DHCP datagram");
             return Handled::default();
         }
     };
@@ -877,7 +876,7 @@ fn handle_datagram(
                 Ok(Some(record)) => match table.journal.append(&record) {
                     Ok(()) => journaled = true,
                     Err(error) => {
-                        tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "lease journal refused a record; not replying");
+                        tracing::error!(error = %crate::error::Chain(&error), "lease journal refused a record; not replying");
                         return Handled::default();
                     }
                 },
@@ -984,7 +983,7 @@ fn encode_reply(
                 .counters
                 .reply_failures
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %error, "failed to encode a DHCP reply");
+            tracing::warn!(error = %crate::error::Chain(&error), "failed to encode a DHCP reply");
             None
         }
     }

@@ -271,7 +271,7 @@ impl Loop {
                             | std::io::ErrorKind::Interrupted
                     ) =>
                 {
-                    tracing::debug!(interface = %served.socket.interface, error = %error, "DHCP receive error");
+                    tracing::debug!(interface = %served.socket.interface, error = %crate::error::Chain(&error), "DHCP receive error");
                     break;
                 }
                 Err(error) => {
@@ -338,7 +338,7 @@ impl Loop {
             tracing::warn!(
                 interface = %served.socket.interface,
                 failed,
-                error = %error.map_or_else(String::new, |error| error.to_string()),
+                error = %error.map_or_else(String::new, |error| crate::error::Chain(&error).to_string()),
                 "DHCP replies not sent"
             );
         }
@@ -365,7 +365,7 @@ impl Loop {
                     u64::try_from(dropped).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
-                tracing::error!(error = %error, dropped, "DHCP lease journal commit failed; replies dropped");
+                tracing::error!(error = %crate::error::Chain(&error), dropped, "DHCP lease journal commit failed; replies dropped");
                 for queue in &mut self.after_commit {
                     queue.clear();
                 }

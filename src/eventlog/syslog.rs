@@ -269,7 +269,7 @@ impl SyslogForwarder {
             if let Err(error) = sent {
                 dropped += 1;
                 if tcp.take().is_some() || dropped.is_power_of_two() {
-                    tracing::warn!(collector = %target.address, error = %error, dropped, "failed to forward to syslog");
+                    tracing::warn!(collector = %target.address, error = %crate::error::Chain(&error), dropped, "failed to forward to syslog");
                 }
             }
         }

@@ -479,7 +479,7 @@ impl Storage {
                 dir = %self.shared.dir.display(),
                 operation = what,
                 failures,
-                error = %error,
+                error = %crate::error::Chain(&error),
                 "event log write failed; events are being lost"
             );
         }
@@ -555,7 +555,7 @@ impl Storage {
                 if let Err(error) = fs::remove_file(&path)
                     && error.kind() != io::ErrorKind::NotFound
                 {
-                    tracing::warn!(path = %path.display(), error = %error, "failed to delete an expired event log segment");
+                    tracing::warn!(path = %path.display(), error = %crate::error::Chain(&error), "failed to delete an expired event log segment");
                 }
             }
         }
@@ -717,7 +717,7 @@ fn run(mut storage: Storage, receiver: mpsc::Receiver<Command>) {
         Ok(handle) => Some(handle),
         Err(error) => {
             // Without the thread, syncs run inline below (slower, still correct).
-            tracing::error!(error = %error, "failed to start the event log sync thread");
+            tracing::error!(error = %crate::error::Chain(&error), "failed to start the event log sync thread");
             None
         }
     };
@@ -868,7 +868,7 @@ fn finish_jobs(shared: &LogShared, group: Vec<SyncJob>) {
                 shared.counters.disk_full.fetch_add(1, Ordering::Relaxed);
             }
             if failures.is_power_of_two() {
-                tracing::error!(log = %shared.name, failures, error = %error, "event log sync failed; records may not be durable");
+                tracing::error!(log = %shared.name, failures, error = %crate::error::Chain(&error), "event log sync failed; records may not be durable");
             }
             AppendError::Write(Arc::from(error.to_string()))
         });

@@ -153,16 +153,15 @@ async fn boot_image(
             .await
         }
         Err(error) => {
-            let mut reason = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                reason.push_str(": ");
-                reason.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            // The whole chain (server paths, OS errors) goes to the event and the log; the
+            // booting machine only learns what is missing.
+            let reason = crate::error::Chain(&error).to_string();
             record(context, Some(node), outcome(&reason));
             if error.is_not_found() {
-                plain(StatusCode::NOT_FOUND, format!("{node}: {reason}"))
+                plain(
+                    StatusCode::NOT_FOUND,
+                    format!("{node}: {}", error.client_message()),
+                )
             } else {
                 tracing::warn!(node, profile, error = %reason, "boot image failed");
                 plain(
@@ -282,8 +281,15 @@ async fn by_identity(
     let profile = match loaded {
         Ok(Ok(profile)) => profile,
         Ok(Err(error)) => {
-            record(&context, Some(&node.name), outcome(&error.to_string()));
-            return plain(StatusCode::NOT_FOUND, format!("{}: {error}", node.name));
+            record(
+                &context,
+                Some(&node.name),
+                outcome(&crate::error::Chain(&error).to_string()),
+            );
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!("{}: {}", node.name, error.client_message()),
+            );
         }
         Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "profile loader failed"),
     };

@@ -243,7 +243,7 @@ pub async fn serve(
             return plain(StatusCode::NOT_FOUND, "not found");
         }
         Ok(Err(OpenError::Io(error))) => {
-            tracing::warn!(error = %error, "failed to open a boot file");
+            tracing::warn!(error = %crate::error::Chain(&error), "failed to open a boot file");
             return plain(StatusCode::FORBIDDEN, "cannot open this file");
         }
         Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "file reader failed"),

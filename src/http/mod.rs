@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiError, Caller, Operation, Request};
+use crate::api::{self, ApiError, Caller, ErrorCode, Operation, Request};
 use crate::auth::LoginError;
 use crate::service::Service;
 use crate::service::serve_connections;
@@ -190,8 +190,7 @@ async fn plain_http_guard(
         return next.run(request).await;
     }
     error_response(&ApiError::new(
-        403,
-        "tls_required",
+        ErrorCode::TlsRequired,
         "the API is served over HTTPS only (start confluentd with --http-allow-api to allow plain HTTP)",
     ))
 }
@@ -234,7 +233,7 @@ impl Service for HttpService {
                         if let Err(error) =
                             serve_connection(stream, peer_info, tls, app, boot, cache, token).await
                         {
-                            tracing::debug!(%peer, error = %error, "http connection ended with an error");
+                            tracing::debug!(%peer, error = %crate::error::Chain(&*error), "http connection ended with an error");
                         }
                     }
                 },
@@ -386,7 +385,7 @@ pub struct Refusal {
 
 fn refusal(claimed: &str, reason: impl Into<String>, message: &str) -> Refusal {
     Refusal {
-        error: ApiError::new(401, "unauthenticated", message),
+        error: ApiError::new(ErrorCode::Unauthenticated, message),
         claimed: claimed.chars().take(130).collect(),
         reason: reason.into(),
     }
@@ -560,7 +559,7 @@ fn operation_for(method: &Method) -> Option<Operation> {
 }
 
 fn error_response(error: &ApiError) -> Response {
-    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
     with_headers((status, axum::Json(error.to_json())).into_response())
 }
 
@@ -792,8 +791,7 @@ async fn tree_authenticated(
     let caller = &authenticated.caller;
     let Some(operation) = operation_for(&method) else {
         return error_response(&ApiError::new(
-            405,
-            "unsupported_operation",
+            ErrorCode::UnsupportedOperation,
             format!("method {method} is not supported"),
         ));
     };

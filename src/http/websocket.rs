@@ -224,7 +224,7 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
                     continue;
                 }
                 let Some(body) = text.strip_prefix('!') else {
-                    if !send(&mut socket, &json!({"error": "expected '?' or '!<json>'"})).await {
+                    if !send(&mut socket, &ApiError::bad_request("expected '?' or '!<json>'").to_json()).await {
                         return;
                     }
                     continue;
@@ -232,7 +232,7 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
                 let request: Value = match serde_json::from_str(body) {
                     Ok(request) => request,
                     Err(error) => {
-                        if !send(&mut socket, &json!({"error": format!("invalid JSON: {error}")})).await {
+                        if !send(&mut socket, &ApiError::bad_request(format!("invalid JSON: {error}")).to_json()).await {
                             return;
                         }
                         continue;
@@ -270,7 +270,7 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
                         receiver = None;
                         json!({"watching": null})
                     }
-                    (other, _) => json!({"errorcode": 400, "error": format!("unsupported operation '{other}' on this socket")}),
+                    (other, _) => ApiError::bad_request(format!("unsupported operation '{other}' on this socket")).to_json(),
                 };
                 if !send(&mut socket, &reply).await {
                     return;

@@ -88,6 +88,18 @@ pub enum ProfileError {
     NoKernel { name: String },
 }
 
+impl ProfileError {
+    /// What a client is told: the problem with the profile, never a server path or OS error.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProfileError::InvalidName(_) | ProfileError::NoKernel { .. } => self.to_string(),
+            ProfileError::Missing { name, .. } => format!("profile {name} does not exist"),
+            ProfileError::Read { .. } => "the profile cannot be read".into(),
+            ProfileError::Parse { .. } => "the profile's profile.yaml is not valid YAML".into(),
+        }
+    }
+}
+
 /// A profile name is one path component of printable characters.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -226,7 +238,7 @@ impl ProfileScan {
                 if error.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(
                         path = %self.profiles.display(),
-                        error = %error,
+                        error = %crate::error::Chain(&error),
                         "failed to list the profiles; DHCP offers iPXE to every profile"
                     );
                 }

@@ -222,7 +222,7 @@ impl TftpService {
             let received = match received {
                 Ok(received) => received,
                 Err(error) if transient(&error) => {
-                    tracing::debug!(error = %error, "tftp receive failed; continuing");
+                    tracing::debug!(error = %crate::error::Chain(&error), "tftp receive failed; continuing");
                     continue;
                 }
                 Err(error) => break Err(error),
@@ -277,7 +277,7 @@ impl TftpService {
                 }
                 Err(error) => {
                     count(&stats.malformed);
-                    tracing::debug!(peer = %received.peer, error = %error, "malformed tftp request");
+                    tracing::debug!(peer = %received.peer, error = %crate::error::Chain(&error), "malformed tftp request");
                     let is_request = matches!(
                         bytes
                             .first_chunk::<2>()
@@ -365,7 +365,7 @@ impl PendingRead {
             Ok(opened) => opened,
             Err(error) => {
                 count(&stats.failed);
-                tracing::debug!(error = %error, local = %self.local, "failed to open a tftp transfer socket");
+                tracing::debug!(error = %crate::error::Chain(&error), local = %self.local, "failed to open a tftp transfer socket");
                 return;
             }
         };
@@ -380,7 +380,7 @@ impl PendingRead {
                 } else {
                     count(&stats.failed);
                 }
-                tracing::debug!(error = %error_chain(&error), "tftp request refused");
+                tracing::debug!(error = %crate::error::Chain(&error), "tftp request refused");
                 transfer::send_error(&socket, error.code(), error.client_message()).await;
                 return;
             }
@@ -418,7 +418,7 @@ impl PendingRead {
             }
             Err(error) => {
                 count(&stats.failed);
-                tracing::debug!(error = %error_chain(&error), "tftp transfer failed");
+                tracing::debug!(error = %crate::error::Chain(&error), "tftp transfer failed");
                 let message = match &error {
                     TftpTransferError::TimedOut { .. } => Some("timed out"),
                     TftpTransferError::Read(_) => Some("cannot read file"),
@@ -469,18 +469,6 @@ impl PendingRead {
         .await
         .map_err(|error| TftpOpenError::Io(std::io::Error::other(error)))?
     }
-}
-
-/// An error and its sources, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
