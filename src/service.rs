@@ -61,7 +61,7 @@ where
             Ok(connection) => connection,
             Err(error) => {
                 // Typically EMFILE or a connection reset before accept: back off briefly.
-                tracing::warn!(service, error = %crate::error::Chain(&error), "accept failed");
+                tracing::warn!(service, error = %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

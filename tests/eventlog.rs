@@ -463,3 +463,49 @@ fn syslog_option_forwards_audit_records_over_udp() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid syslog target"));
 }
+
+/// Type filters name documented kinds (`docs/events.md`) or prefixes of them; anything else is
+/// refused with a 400 naming the pattern, on queries and on the socket's live stream alike.
+#[test]
+fn unknown_event_types_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonProcess::start(dir.path());
+    for (operation, path, types) in [
+        ("retrieve", "/events/log", json!("dhcp.discovery")),
+        (
+            "retrieve",
+            "/events/audit",
+            json!(["api.denied", "power.*"]),
+        ),
+        ("start", "/events/log", json!("daemon.begin")),
+    ] {
+        // A connection each: a `start` request ends its connection, even when refused.
+        let reply = daemon
+            .client()
+            .request(operation, path, json!({"types": types}))
+            .unwrap();
+        let pattern = match &types {
+            Value::Array(items) => items[1].as_str().unwrap(),
+            other => other.as_str().unwrap(),
+        };
+        assert_eq!(reply[0]["errorcode"], 400, "{reply:?}");
+        let error = reply[0]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("unknown event type '{pattern}'")),
+            "{reply:?}"
+        );
+    }
+    // Exact kinds and prefixes of them are accepted.
+    let reply = daemon
+        .client()
+        .request(
+            "retrieve",
+            "/events/log",
+            json!({"types": "boot.*,dhcp.discover,daemon."}),
+        )
+        .unwrap();
+    assert!(
+        reply.iter().all(|message| message.get("error").is_none()),
+        "{reply:?}"
+    );
+}

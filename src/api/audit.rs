@@ -6,11 +6,12 @@
 //! names the user (`tenant/user` for tenant users), its tenant and role, the operation, the
 //! target path and the outcome.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Context;
 use super::{ApiError, Caller, Operation, Request};
 use crate::eventlog::Event;
+use crate::eventlog::domain::{ApiCall, ApiDenial, ApiOutcome, DomainEvent, UnauthenticatedPeer};
 
 /// Who the caller is, as the audit log names them.
 pub fn describe(caller: &Caller) -> String {
@@ -38,24 +39,31 @@ pub async fn record(
     denied: bool,
     outcome: Result<(), &ApiError>,
 ) {
-    let parameters: Vec<&str> = match &request.parameters {
-        Value::Object(map) => map.keys().map(String::as_str).collect(),
+    let parameters = match &request.parameters {
+        Value::Object(map) => map.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let detail = json!({
-        "operation": request.operation.as_str(),
-        "target": request.path,
-        "parameters": parameters,
-        "tenant": caller.tenant(),
-        "role": caller.role().map(|role| role.name()),
-        "allowed": !denied,
-        "outcome": match outcome {
-            Ok(()) => json!("ok"),
-            Err(error) => json!({"status": error.status(), "code": error.code.as_str()}),
+    let call = ApiCall {
+        operation: request.operation.as_str().to_string(),
+        target: request.path.to_string(),
+        parameters,
+        tenant: caller.tenant().map(str::to_string),
+        role: caller.role().map(|role| role.name().to_string()),
+        allowed: !denied,
+        outcome: match outcome {
+            Ok(()) => ApiOutcome::Ok,
+            Err(error) => ApiOutcome::Failed {
+                status: error.status(),
+                code: error.code.as_str().to_string(),
+            },
         },
-    });
-    let kind = if denied { "api.denied" } else { "api.request" };
-    let event = Event::new(kind, detail).user(describe(caller));
+    };
+    let payload = if denied {
+        DomainEvent::ApiDenied(ApiDenial::Caller(call))
+    } else {
+        DomainEvent::ApiRequest(call)
+    };
+    let event = Event::from(payload).user(describe(caller));
     if let Err(error) = context.events.audit.append_durable(event).await {
         // The log itself reports write failures and drops loudly, with counts and at growing
         // intervals; one error line per request would bury the daemon's log when the disk is
@@ -76,18 +84,21 @@ pub fn unauthenticated(
     transport: &str,
     reason: &str,
 ) {
-    let tenant = peer.split_once('/').map(|(tenant, _)| tenant);
-    let detail = json!({
-        "operation": operation,
-        "target": target,
-        "tenant": tenant,
-        "allowed": false,
-        "transport": transport,
-        "reason": reason,
-        "outcome": {"status": 401, "code": "unauthenticated"},
-    });
+    let tenant = peer.split_once('/').map(|(tenant, _)| tenant.to_string());
+    let denial = UnauthenticatedPeer {
+        operation: operation.to_string(),
+        target: target.to_string(),
+        tenant,
+        allowed: false,
+        transport: transport.to_string(),
+        reason: reason.to_string(),
+        outcome: ApiOutcome::Failed {
+            status: 401,
+            code: "unauthenticated".to_string(),
+        },
+    };
     let _ = context
         .events
         .audit
-        .append(Event::new("api.denied", detail).user(peer));
+        .append(Event::from(DomainEvent::ApiDenied(ApiDenial::Unauthenticated(denial))).user(peer));
 }

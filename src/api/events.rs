@@ -3,8 +3,9 @@
 //! WebSocket and the unix socket's `start /events/log` stream.
 //!
 //! Query parameters (strings from a URL, or JSON values): `start`, `end`, `since` (RFC 3339,
-//! epoch ms, or `-1h` style durations), `noderange`, `types` (comma-separated or a list;
-//! `dhcp.*` prefixes), `text`, `order` (`oldest`|`newest`, default newest), `limit` (default
+//! epoch ms, or `-1h` style durations), `noderange`, `types` (comma-separated or a list
+//! of the kinds of `docs/events.md`, or prefixes such as `dhcp.*`; a pattern matching no
+//! documented kind is refused), `text`, `order` (`oldest`|`newest`, default newest), `limit` (default
 //! 100, at most 10,000), `cursor` (the `next_cursor` of the previous page).
 
 use std::collections::HashSet;
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::Context;
-use crate::eventlog::{EventLog, Filter, Order, Query, timestamp};
+use crate::eventlog::{EventLog, Filter, Order, Query, domain, timestamp};
 
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -76,6 +77,11 @@ pub fn filter(context: &Context, parameters: &Value) -> Result<Filter, ApiError>
             ));
         }
     };
+    // A type no daemon writes would silently match nothing; name it instead.
+    for pattern in &types {
+        domain::check_type_pattern(pattern)
+            .map_err(|error| ApiError::bad_request(format!("types: {error}")))?;
+    }
     Ok(Filter {
         nodes,
         types,

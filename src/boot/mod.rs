@@ -18,6 +18,7 @@ use crate::osimage::profile;
 
 use crate::deploy::directory::NodeBoot;
 use crate::deploy::live::LiveDirectory;
+use crate::eventlog::domain::{BootServed, DomainEvent};
 use crate::proto::dhcp::MacAddress;
 
 /// Where boot files live and who is booting.
@@ -157,14 +158,11 @@ impl TftpBootFiles {
         let node = self.boot.directory.read().by_mac(&mac).cloned();
         let request = format!("boot/by-mac/{mac}/grub.cfg");
         let Some(node) = node else {
-            self.record(
-                None,
-                serde_json::json!({"request": request, "outcome": "unknown machine"}),
-            );
+            self.record(None, BootServed::unknown_machine(request));
             return Err(TftpOpenError::NotFound);
         };
         let pending = node.pending_profile.as_deref();
-        let outcome = |text: &str| serde_json::json!({"request": request, "profile": pending, "outcome": text});
+        let outcome = |text: &str| BootServed::for_node(request.clone(), pending, text);
         let Some(profile_name) = pending else {
             self.record(Some(&node.name), outcome("local boot"));
             return Ok(VirtualFile::Memory(bytes::Bytes::from(
@@ -186,8 +184,8 @@ impl TftpBootFiles {
     }
 
     /// Record what a booting machine was given, for "why did node X not boot?".
-    fn record(&self, node: Option<&str>, detail: serde_json::Value) {
-        let mut event = crate::eventlog::Event::new("boot.tftp", detail);
+    fn record(&self, node: Option<&str>, served: BootServed) {
+        let mut event = crate::eventlog::Event::from(DomainEvent::BootTftp(served));
         if let Some(node) = node {
             event = event.node(node);
         }

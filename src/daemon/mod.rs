@@ -7,6 +7,7 @@
 
 pub mod snapshotter;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::engine::{ConfigEngine, EngineOptions};
+use crate::eventlog::domain::{DaemonStarted, DaemonStopped, DomainEvent};
 use crate::eventlog::{Event, EventLogs};
 
 use crate::service::Service;
@@ -157,7 +159,7 @@ impl Daemon {
             .with_context(|| format!("failed to start syslog forwarding to {}", target.address))?;
             services.push(Box::new(forwarder));
         }
-        let mut listeners = serde_json::Map::new();
+        let mut listeners: BTreeMap<String, String> = BTreeMap::new();
         // Boot URLs handed out by DHCP point at the listeners as bound.
         let mut boot_settings = crate::dhcp::policy::BootSettings::default();
         if let Some(address) = options.http {
@@ -167,7 +169,7 @@ impl Daemon {
                 .allow_plain_api(options.http_allow_api);
             let bound = service.local_addr()?;
             boot_settings.http_port = bound.port();
-            listeners.insert("http".into(), bound.to_string().into());
+            listeners.insert("http".into(), bound.to_string());
             services.push(Box::new(service));
         }
         if let Some(address) = options.https {
@@ -177,7 +179,7 @@ impl Daemon {
                 .context("failed to start the HTTPS listener")?;
             let bound = service.local_addr()?;
             boot_settings.https_port = bound.port();
-            listeners.insert("https".into(), bound.to_string().into());
+            listeners.insert("https".into(), bound.to_string());
             services.push(Box::new(service));
         }
         if let Some(address) = options.tls_socket {
@@ -188,10 +190,7 @@ impl Daemon {
                     .with_context(|| {
                         format!("failed to listen on {address} for the TLS api socket")
                     })?;
-            listeners.insert(
-                "tls_socket".into(),
-                service.local_addr()?.to_string().into(),
-            );
+            listeners.insert("tls_socket".into(), service.local_addr()?.to_string());
             services.push(Box::new(service));
         }
         // Always running, so that interfaces set in the configuration are served at run time;
@@ -228,16 +227,15 @@ impl Daemon {
                 options.tftp_limits.clone(),
             )
             .context("failed to start the TFTP service")?;
-            listeners.insert("tftp".into(), service.local_addr().to_string().into());
+            listeners.insert("tftp".into(), service.local_addr().to_string());
             services.push(Box::new(service));
         }
         // Where each listener ended up (port 0 picks a free port): for tests and tools.
         let listeners_file = context.paths.run.join("listeners.json");
-        std::fs::write(
-            &listeners_file,
-            serde_json::Value::Object(listeners).to_string(),
-        )
-        .with_context(|| format!("failed to write {}", listeners_file.display()))?;
+        let listeners_json =
+            serde_json::to_string(&listeners).context("failed to encode the listeners")?;
+        std::fs::write(&listeners_file, listeners_json)
+            .with_context(|| format!("failed to write {}", listeners_file.display()))?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         for service in services {
@@ -257,10 +255,15 @@ impl Daemon {
             });
         }
         tracker.close();
-        let _ = context.api.events.events.append(Event::new(
-            "daemon.start",
-            serde_json::json!({"version": crate::VERSION, "pid": std::process::id(), "listeners": listeners_value(&context.paths.run)}),
-        ));
+        let _ = context
+            .api
+            .events
+            .events
+            .append(Event::from(DomainEvent::DaemonStart(DaemonStarted {
+                version: crate::VERSION.to_string(),
+                pid: std::process::id(),
+                listeners,
+            })));
         Ok(Daemon {
             context,
             shutdown,
@@ -307,10 +310,9 @@ impl Daemon {
             .await
             .context("configuration flush panicked")?;
         let events = self.context.api.events.clone();
-        let stop = Event::new(
-            "daemon.stop",
-            serde_json::json!({"pid": std::process::id()}),
-        );
+        let stop = Event::from(DomainEvent::DaemonStop(DaemonStopped {
+            pid: std::process::id(),
+        }));
         if let Err(error) = events.events.append_durable(stop).await {
             tracing::warn!(error = %crate::error::Chain(&error), "failed to record the daemon stop");
         }
@@ -320,14 +322,6 @@ impl Daemon {
         tracing::info!("confluentd stopped");
         Ok(())
     }
-}
-
-/// The bound listeners, as recorded in `run/listeners.json`.
-fn listeners_value(run: &std::path::Path) -> serde_json::Value {
-    std::fs::read_to_string(run.join("listeners.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(serde_json::Value::Null)
 }
 
 fn notify_systemd_ready() {

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::live::LiveDirectory;
+use crate::eventlog::domain::{DhcpModeChanged, DomainEvent, ServingMode};
 use crate::proto::dhcp::{self as wire, MessageType};
 use leases::{LeaseJournal, Leases};
 use policy::{Action, BootSettings, Ingress, LeaseChange, Mode, Pool, Scope};
@@ -94,28 +94,9 @@ pub struct DhcpSettings {
     pub config: Arc<crate::config::ConfigEngine>,
 }
 
-/// One recorded exchange: what came in, what was decided and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Exchange {
-    /// Seconds since the Unix epoch.
-    pub time: u64,
-    pub interface: String,
-    /// The port the request arrived on: 67, or 4011 (PXE boot server requests in proxy mode).
-    pub server_port: u16,
-    pub xid: String,
-    pub mac: Option<String>,
-    pub message_type: &'static str,
-    pub node: Option<String>,
-    pub architecture: Option<u16>,
-    pub vendor_class: Option<String>,
-    pub user_class: Option<String>,
-    pub relay: Option<Ipv4Addr>,
-    pub reply: Option<&'static str>,
-    pub address: Option<Ipv4Addr>,
-    pub boot_file: Option<String>,
-    pub reason_code: &'static str,
-    pub reason: String,
-}
+/// One recorded exchange: what came in, what was decided and why. The ring and the event log
+/// keep the same typed record (the `detail` of a `dhcp.<message>` event).
+pub use crate::eventlog::domain::DhcpExchange as Exchange;
 
 /// The most recent exchanges, oldest first. Boot attempts (PXE/HTTP/iPXE clients) and exchanges
 /// of known nodes are also recorded in the event log (when one is attached) as typed
@@ -158,12 +139,8 @@ impl ExchangeLog {
             })
             || exchange.user_class.as_deref() == Some("iPXE");
         if boot_attempt && let Some(events) = &self.events {
-            let kind = format!("dhcp.{}", exchange.message_type.to_ascii_lowercase());
-            let detail = serde_json::to_value(&exchange).unwrap_or_default();
-            let mut event = crate::eventlog::Event::new(kind, detail);
-            if let Some(node) = &exchange.node {
-                event = event.node(node.clone());
-            }
+            // A `dhcp.<message>` event of the exchange's node.
+            let event = crate::eventlog::Event::from(DomainEvent::DhcpExchange(exchange.clone()));
             // Never blocks: a full event queue is counted and reported by the log itself.
             if let Err(error) = events.events.append(event) {
                 tracing::debug!(error = %crate::error::Chain(&error), "dhcp exchange not recorded in the event log");
@@ -177,13 +154,12 @@ impl ExchangeLog {
     }
 
     /// Record a service event (not an exchange) in the event log, when one is attached.
-    fn record_event(&self, kind: &str, detail: serde_json::Value) {
-        if let Some(events) = &self.events
-            && let Err(error) = events
-                .events
-                .append(crate::eventlog::Event::new(kind.to_string(), detail))
-        {
-            tracing::debug!(error = %crate::error::Chain(&error), kind, "dhcp event not recorded in the event log");
+    fn record_event(&self, event: DomainEvent) {
+        if let Some(events) = &self.events {
+            let kind = event.kind().to_string();
+            if let Err(error) = events.events.append(crate::eventlog::Event::from(event)) {
+                tracing::debug!(error = %crate::error::Chain(&error), kind, "dhcp event not recorded in the event log");
+            }
         }
     }
 
@@ -726,16 +702,26 @@ fn switch_mode(interface: &Interface, shared: &Shared, foreign: Option<Ipv4Addr>
             None => "no other DHCP server answers on the segment".to_string(),
         }
     );
-    shared.exchanges.record_event(
-        "dhcp.mode",
-        serde_json::json!({
-            "interface": interface.name,
-            "configured": "auto",
-            "mode": mode.name(),
-            "previous": previous_mode.name(),
-            "foreign_server": foreign_text,
-        }),
-    );
+    shared
+        .exchanges
+        .record_event(DomainEvent::DhcpMode(DhcpModeChanged {
+            interface: interface.name.clone(),
+            configured: Mode::Auto.into(),
+            mode: mode.into(),
+            previous: previous_mode.into(),
+            foreign_server: foreign,
+        }));
+}
+
+impl From<Mode> for ServingMode {
+    fn from(mode: Mode) -> ServingMode {
+        match mode {
+            Mode::Full => ServingMode::Full,
+            Mode::Proxy => ServingMode::Proxy,
+            Mode::Off => ServingMode::Off,
+            Mode::Auto => ServingMode::Auto,
+        }
+    }
 }
 
 /// The valid subnet objects of the configuration; invalid ones are logged and skipped.
@@ -900,9 +886,9 @@ fn handle_datagram(
         time: unix_now(),
         interface: interface.clone(),
         server_port: served.socket.port,
-        xid: format!("{:08x}", request.xid),
-        mac: request.mac.map(|mac| mac.to_string()),
-        message_type: request.message_type.name(),
+        xid: request.xid,
+        mac: request.mac,
+        message_type: request.message_type,
         node: decision.node.as_deref().map(str::to_string),
         architecture: request.architecture().map(|architecture| architecture.0),
         vendor_class: request.vendor_class_text(),
@@ -911,25 +897,25 @@ fn handle_datagram(
             .as_deref()
             .map(|bytes| String::from_utf8_lossy(bytes).into_owned()),
         relay: (!request.giaddr.is_unspecified()).then_some(request.giaddr),
-        reply: reply_type.map(MessageType::name),
+        reply: reply_type,
         address: fields.and_then(|fields| fields.yiaddr),
         boot_file: fields.and_then(|fields| fields.boot_file.clone()),
-        reason_code: decision.reason.code(),
+        reason_code: decision.reason.code().to_string(),
         reason: decision.reason.to_string(),
     };
     tracing::info!(
         interface = %exchange.interface,
-        xid = %exchange.xid,
-        mac = exchange.mac.as_deref().unwrap_or("-"),
-        msg_type = exchange.message_type,
+        xid = %format_args!("{:08x}", exchange.xid),
+        mac = %exchange.mac.map_or_else(|| "-".to_string(), |mac| mac.to_string()),
+        msg_type = exchange.message_type.name(),
         node = exchange.node.as_deref().unwrap_or("-"),
         arch = ?exchange.architecture,
         vendor_class = exchange.vendor_class.as_deref().unwrap_or("-"),
         relay = ?exchange.relay,
-        reply = exchange.reply.unwrap_or("none"),
+        reply = exchange.reply.map_or("none", MessageType::name),
         address = ?exchange.address,
         boot_file = exchange.boot_file.as_deref().unwrap_or("-"),
-        reason = exchange.reason_code,
+        reason = %exchange.reason_code,
         "DHCP exchange: {}",
         exchange.reason
     );
@@ -1015,9 +1001,9 @@ mod tests {
                 time: 0,
                 interface: "x".into(),
                 server_port: 67,
-                xid: index.to_string(),
+                xid: u32::try_from(index).unwrap(),
                 mac: None,
-                message_type: "DISCOVER",
+                message_type: MessageType::Discover,
                 node: None,
                 architecture: None,
                 vendor_class: None,
@@ -1026,12 +1012,12 @@ mod tests {
                 reply: None,
                 address: None,
                 boot_file: None,
-                reason_code: "mode_off",
+                reason_code: "mode_off".into(),
                 reason: String::new(),
             });
         }
         let entries = log.snapshot();
         assert_eq!(entries.len(), EXCHANGE_LOG_CAPACITY);
-        assert_eq!(entries[0].xid, "5");
+        assert_eq!(entries[0].xid, 5);
     }
 }

@@ -3,15 +3,17 @@
 //! time, node, type and text, live subscriptions with cheap fan-out, per-node boot timelines,
 //! and forwarding to syslog. It replaces a database for logs (reference section 8).
 //!
-//! Code map, in reading order: [`record`] (the record, its framing and index entry),
+//! Code map, in reading order: [`domain`] (the typed events: every documented kind and its
+//! fields, `docs/events.md`), [`record`] (the record, its framing and index entry),
 //! [`timestamp`], [`segment`] (files, index search, crash recovery), [`writer`] (the writer
 //! thread, rotation, retention), [`query`], [`subscribe`], [`timeline`], [`syslog`].
 //! The byte format is documented for outside tools in `docs/eventlog-format.md`.
 //!
 //! API boundary: producers only call [`EventLog::append`] (never blocks, may drop under
-//! overload) or [`EventLog::append_durable`] (waits for `fdatasync`); nothing here knows the API
-//! or the configuration.
+//! overload) or [`EventLog::append_durable`] (waits for `fdatasync`) with an [`Event`] built from
+//! a typed [`DomainEvent`]; nothing here knows the API or the configuration.
 
+pub mod domain;
 pub mod query;
 pub mod record;
 pub mod segment;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, TrySendError};
 
+pub use domain::{BootPhase, DomainEvent, EventKind, UnknownEventType};
 pub use query::{Filter, Order, Page, Query};
 pub use record::{Event, Record};
 pub use subscribe::{BatchDelivery, Delivery, Subscription};
@@ -61,14 +64,17 @@ impl EventLog {
     /// Queue an event without waiting. When the queue is full the event is dropped: counted,
     /// and reported on the daemon's log at growing intervals.
     pub fn append(&self, event: Event) -> Result<(), AppendError> {
-        self.enqueue(Command::Append { event, ack: None })
+        self.enqueue(Command::Append {
+            event: Box::new(event),
+            ack: None,
+        })
     }
 
     /// Append and wait until the record is on disk; returns its seq.
     pub async fn append_durable(&self, event: Event) -> Result<u64, AppendError> {
         let (ack, done) = tokio::sync::oneshot::channel();
         self.enqueue(Command::Append {
-            event,
+            event: Box::new(event),
             ack: Some(ack),
         })?;
         done.await.unwrap_or(Err(AppendError::Stopped))
@@ -78,7 +84,7 @@ impl EventLog {
     pub fn append_durable_blocking(&self, event: Event) -> Result<u64, AppendError> {
         let (ack, done) = tokio::sync::oneshot::channel();
         self.enqueue(Command::Append {
-            event,
+            event: Box::new(event),
             ack: Some(ack),
         })?;
         done.blocking_recv().unwrap_or(Err(AppendError::Stopped))

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::domain::{self, BootPhase, DomainEvent, EventKind};
 use super::timestamp;
 
 /// Version of the JSON payload (`"v"`).
@@ -23,24 +24,23 @@ pub const INDEX_ENTRY: usize = 40;
 /// time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// Dotted type, e.g. `api.request`, `dhcp.discover`, `daemon.start`.
-    pub kind: String,
+    /// What happened; stored as the record's `type` and `detail`.
+    pub payload: DomainEvent,
     pub node: Option<String>,
     pub user: Option<String>,
-    pub detail: Value,
     /// Milliseconds since the epoch; `None` means "now". Bulk import and tests set it.
     pub time_ms: Option<i64>,
 }
 
 impl Event {
+    /// An event of a type given as text ([`DomainEvent::Raw`]): imports, records copied from
+    /// another log, tests. The daemon's producers build a typed [`DomainEvent`] instead and
+    /// convert it with `Event::from`.
     pub fn new(kind: impl Into<String>, detail: Value) -> Event {
-        Event {
+        Event::from(DomainEvent::Raw {
             kind: kind.into(),
-            node: None,
-            user: None,
             detail,
-            time_ms: None,
-        }
+        })
     }
 
     pub fn node(mut self, node: impl Into<String>) -> Event {
@@ -56,6 +56,18 @@ impl Event {
     pub fn at(mut self, time_ms: i64) -> Event {
         self.time_ms = Some(time_ms);
         self
+    }
+}
+
+impl From<DomainEvent> for Event {
+    /// The event, of the node its fields name (if any).
+    fn from(payload: DomainEvent) -> Event {
+        Event {
+            node: payload.node().map(str::to_string),
+            payload,
+            user: None,
+            time_ms: None,
+        }
     }
 }
 
@@ -118,6 +130,22 @@ pub enum RecordDecodeError {
 }
 
 impl Record {
+    /// The typed event (raw when its type is unknown here or its detail is not the documented
+    /// one).
+    pub fn event(&self) -> DomainEvent {
+        DomainEvent::decode(&self.kind, &self.detail)
+    }
+
+    /// The documented kind of the record's type, if it is one.
+    pub fn event_kind(&self) -> Option<EventKind> {
+        EventKind::parse(&self.kind)
+    }
+
+    /// Where the record sits in a boot attempt, if it is a boot step.
+    pub fn boot_phase(&self) -> Option<BootPhase> {
+        domain::boot_phase(&self.kind)
+    }
+
     /// The JSON payload, as written to disk and sent to clients.
     pub fn to_json(&self) -> Value {
         let time = timestamp::rfc3339(self.time_ms);

@@ -1,24 +1,29 @@
 //! The boot timeline of a node: the ordered events of its latest boot attempt, with the time
 //! between consecutive steps, answering "why didn't node X boot, and where did it stop?".
 //!
-//! Boot steps are the records of the node whose type starts with `boot.`, `dhcp.`, `tftp.`,
-//! `http.` or `deploy.`. An attempt starts at the latest `boot.start` or `dhcp.discover`;
-//! `dhcp.discover`s directly before it (a firmware retransmitting) belong to the same attempt.
+//! Boot steps are the records of the node with a boot phase ([`Record::boot_phase`]: the
+//! documented DHCP and boot kinds, and by family the types of newer daemons). An attempt starts
+//! at the latest [`BootPhase::Start`] (a `dhcp.discover`); `dhcp.discover`s directly before it (a
+//! firmware retransmitting) belong to the same attempt.
 
 use serde_json::{Value, json};
 
+use super::domain::{BOOT_FAMILIES, BootPhase, EventKind};
 use super::query::{self, Filter, Order, Query};
 use super::record::Record;
 use super::timestamp;
 use super::writer::LogShared;
 
-/// Type prefixes of boot steps.
-pub const BOOT_TYPES: &[&str] = &["boot.", "dhcp.", "tftp.", "http.", "deploy."];
 /// How far back to look for the start of an attempt, in records of the node.
 const MAX_STEPS: usize = 20_000;
 
 fn starts_attempt(record: &Record) -> bool {
-    record.kind == "boot.start" || record.kind == "dhcp.discover"
+    record.boot_phase() == Some(BootPhase::Start)
+}
+
+/// A firmware retransmitting its first DISCOVER before the exchange went on.
+fn is_retransmitted_start(record: &Record) -> bool {
+    record.event_kind() == Some(EventKind::DhcpDiscover)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +69,11 @@ impl BootTimeline {
 pub fn boot_timeline(shared: &LogShared, node: &str) -> BootTimeline {
     let filter = Filter {
         nodes: Some(std::iter::once(node.to_string()).collect()),
-        types: BOOT_TYPES.iter().map(|kind| kind.to_string()).collect(),
+        // The families select the candidates in the index scan; the phase decides.
+        types: BOOT_FAMILIES
+            .iter()
+            .map(|family| family.to_string())
+            .collect(),
         text: None,
     };
     let mut newest_first: Vec<Record> = Vec::new();
@@ -82,9 +91,12 @@ pub fn boot_timeline(shared: &LogShared, node: &str) -> BootTimeline {
             },
         );
         for record in page.records {
+            if record.boot_phase().is_none() {
+                continue;
+            }
             if found_start {
                 // Only retransmitted discovers directly before the start still belong to it.
-                if record.kind == "dhcp.discover" {
+                if is_retransmitted_start(&record) {
                     newest_first.push(record);
                     continue;
                 }

@@ -350,13 +350,14 @@ impl Storage {
                 .time_ms
                 .unwrap_or_else(timestamp::now_ms)
                 .max(self.last_time);
+            let (kind, detail) = event.payload.into_parts();
             let record = Record {
                 seq: self.next_seq,
                 time_ms,
-                kind: event.kind,
+                kind,
                 node: event.node,
                 user: event.user,
-                detail: event.detail,
+                detail,
             };
             let before = self.log_buffer.len();
             let length = record.encode_into(&mut self.log_buffer);
@@ -669,7 +670,9 @@ fn lock_dir(dir: &Path) -> Result<File, LogOpenError> {
 /// Work for the writer thread.
 pub enum Command {
     Append {
-        event: Event,
+        /// Boxed: every slot of the bounded queue has the size of the largest command, and a
+        /// typed event is a few hundred bytes.
+        event: Box<Event>,
         /// Present for durable appends: answered with the seq after `fdatasync`.
         ack: Option<tokio::sync::oneshot::Sender<Result<u64, AppendError>>>,
     },
@@ -765,7 +768,7 @@ fn run(mut storage: Storage, receiver: mpsc::Receiver<Command>) {
             match command {
                 Command::Append { event, ack } => {
                     acks.push(ack);
-                    events.push(event);
+                    events.push(*event);
                 }
                 Command::Flush(ack) => flushes.push(ack),
                 Command::Shutdown => {

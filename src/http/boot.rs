@@ -24,6 +24,7 @@ use super::Context;
 use super::files::{self, plain};
 use crate::boot::{Identity, scripts};
 use crate::eventlog::Event;
+use crate::eventlog::domain::{BootServed, DomainEvent};
 use crate::osimage::profile;
 
 /// The boot routes; `secure` says whether this listener is HTTPS (for the URLs in scripts).
@@ -136,7 +137,7 @@ async fn boot_image(
     profile: &str,
     method: &Method,
     headers: &HeaderMap,
-    outcome: impl Fn(&str) -> serde_json::Value,
+    outcome: impl Fn(&str) -> BootServed,
 ) -> Response {
     let images = &context.boot.images;
     match images.ensure(profile).await {
@@ -174,8 +175,8 @@ async fn boot_image(
 }
 
 /// Record what a booting machine was given, for "why did node X not boot?".
-fn record(context: &Context, node: Option<&str>, detail: serde_json::Value) {
-    let mut event = Event::new("boot.http", detail);
+fn record(context: &Context, node: Option<&str>, served: BootServed) {
+    let mut event = Event::from(DomainEvent::BootHttp(served));
     if let Some(node) = node {
         event = event.node(node);
     }
@@ -222,7 +223,7 @@ async fn by_identity(
         record(
             &context,
             None,
-            serde_json::json!({"request": format!("{kind}/{id}/{file}"), "outcome": "unknown machine"}),
+            BootServed::unknown_machine(format!("{kind}/{id}/{file}")),
         );
         return plain(
             StatusCode::NOT_FOUND,
@@ -234,13 +235,8 @@ async fn by_identity(
     };
     let scheme = if secure { "https" } else { "http" };
     let pending = node.pending_profile.clone();
-    let outcome = |text: &str| {
-        serde_json::json!({
-            "request": format!("{kind}/{id}/{file}"),
-            "profile": pending.as_deref(),
-            "outcome": text,
-        })
-    };
+    let outcome =
+        |text: &str| BootServed::for_node(format!("{kind}/{id}/{file}"), pending.as_deref(), text);
     let Some(profile_name) = pending.as_deref() else {
         let body = match file {
             "boot.ipxe" => scripts::ipxe_local(&node.name),

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError, Caller, ErrorCode, Operation, Request};
 use crate::auth::LoginError;
+use crate::eventlog::domain::{DomainEvent, TlsIncompatible};
 use crate::service::Service;
 use crate::service::serve_connections;
 
@@ -336,14 +337,11 @@ fn report_incompatible_client(error: &std::io::Error, peer: &Peer, boot: &crate:
                 does this): HTTPS boot needs newer firmware, or deployment.useinsecureprotocols \
                 firmware for plain HTTP and TFTP during the firmware phase";
     tracing::warn!(peer = %peer.address, node = node.as_deref().unwrap_or("-"), "TLS handshake failed: no key exchange in common; {hint}");
-    let mut event = crate::eventlog::Event::new(
-        "boot.tls".to_string(),
-        serde_json::json!({
-            "peer": peer.address.to_string(),
-            "outcome": "no TLS key exchange in common",
-            "hint": hint,
-        }),
-    );
+    let mut event = crate::eventlog::Event::from(DomainEvent::BootTls(TlsIncompatible {
+        peer: peer.address,
+        outcome: "no TLS key exchange in common".to_string(),
+        hint: hint.to_string(),
+    }));
     if let Some(node) = node {
         event = event.node(node);
     }

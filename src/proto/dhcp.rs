@@ -150,6 +150,27 @@ impl MessageType {
     }
 }
 
+impl std::fmt::Display for MessageType {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// The upper-case name of [`MessageType::name`] (`DISCOVER`), as the event log stores it.
+impl std::str::FromStr for MessageType {
+    type Err = UnknownMessageType;
+    fn from_str(text: &str) -> Result<MessageType, UnknownMessageType> {
+        (1..=8)
+            .filter_map(MessageType::from_code)
+            .find(|message_type| message_type.name() == text)
+            .ok_or_else(|| UnknownMessageType(text.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown DHCP message type name '{0}'")]
+pub struct UnknownMessageType(String);
+
 /// An Ethernet (or other 6-byte) hardware address; the key of leases and reservations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddress(pub [u8; 6]);
@@ -176,6 +197,17 @@ impl std::fmt::Display for MacAddress {
         write!(formatter, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
     }
 }
+
+impl std::str::FromStr for MacAddress {
+    type Err = InvalidMacAddress;
+    fn from_str(text: &str) -> Result<MacAddress, InvalidMacAddress> {
+        MacAddress::parse(text).ok_or_else(|| InvalidMacAddress(text.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a MAC address")]
+pub struct InvalidMacAddress(String);
 
 /// Client machine identifier, option 97 (RFC 4578 section 2.3): type 0 then a 16-byte GUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
