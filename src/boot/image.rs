@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::scripts;
-use crate::fsroot::{PathRefused, resolve};
+use super::{BootSetupError, scripts};
+use crate::fsroot::{ConfinedOpenError, ConfinedRoot};
 use crate::osimage::profile::{self, BootLoader, Profile, ProfileError};
 
 /// Bumped when the layout or the GRUB configuration of images changes, so cached images of an
@@ -134,8 +134,11 @@ impl BootImageError {
 struct Input {
     /// Path inside the image.
     image_path: String,
-    /// Canonical path of the source.
+    /// Real path of the source, for the stamp.
     source: PathBuf,
+    /// The source, opened under its confined root when it was stamped: the image is written
+    /// from this very file, never from a path opened again.
+    file: File,
     size: u64,
     /// Modification time (ns) and inode, for the stamp.
     modified_ns: i128,
@@ -153,15 +156,11 @@ struct Inputs {
 /// Where the inputs of images are.
 #[derive(Debug)]
 struct Sources {
-    /// `lib/public/os`.
-    profiles: PathBuf,
+    /// `lib/public`, whose symlinks may lead into `lib/distributions`; profiles are under
+    /// `os/`.
+    public: ConfinedRoot,
     /// `lib/tftpboot`.
-    loaders: PathBuf,
-    /// Canonical roots the profile's files may resolve into (`lib/public`,
-    /// `lib/distributions`).
-    public_roots: Arc<[PathBuf]>,
-    /// Canonical `lib/tftpboot`.
-    loader_roots: Arc<[PathBuf]>,
+    loaders: ConfinedRoot,
     /// The cache directory.
     dir: PathBuf,
 }
@@ -170,33 +169,30 @@ struct Sources {
 #[derive(Debug)]
 pub struct BootImages {
     sources: Arc<Sources>,
-    /// Canonical cache directory, the one root images are served from.
-    roots: Arc<[PathBuf]>,
+    /// The cache directory, the one root images are served from.
+    root: ConfinedRoot,
     /// One lock per profile name: held while that profile's image is checked and built.
     building: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     builds: Arc<AtomicU64>,
 }
 
 impl BootImages {
-    /// Create the cache directory `dir` if needed.
+    /// Create the cache directory `dir` if needed. Inputs come from `public` (profiles under
+    /// `os/`) and `loaders`.
     pub fn new(
         dir: PathBuf,
-        profiles: PathBuf,
-        loaders: PathBuf,
-        public_roots: Arc<[PathBuf]>,
-        loader_roots: Arc<[PathBuf]>,
-    ) -> std::io::Result<BootImages> {
-        std::fs::create_dir_all(&dir)?;
-        let roots = Arc::from(vec![dir.canonicalize()?]);
+        public: ConfinedRoot,
+        loaders: ConfinedRoot,
+    ) -> Result<BootImages, BootSetupError> {
+        super::create_dir(&dir)?;
+        let root = ConfinedRoot::new(&dir).map_err(BootSetupError::Root)?;
         Ok(BootImages {
             sources: Arc::new(Sources {
-                profiles,
+                public,
                 loaders,
-                public_roots,
-                loader_roots,
                 dir,
             }),
-            roots,
+            root,
             building: Default::default(),
             builds: Default::default(),
         })
@@ -207,9 +203,9 @@ impl BootImages {
         &self.sources.dir
     }
 
-    /// The canonical cache directory, for serving.
-    pub fn roots(&self) -> &Arc<[PathBuf]> {
-        &self.roots
+    /// The cache directory as a confined root, for serving.
+    pub fn root(&self) -> &ConfinedRoot {
+        &self.root
     }
 
     /// Images built since start-up.
@@ -270,40 +266,31 @@ impl BootImages {
     }
 }
 
-/// Stat `path` (following symlinks), refusing anything that resolves outside `roots`.
-fn input(
-    image_path: String,
-    dir: &Path,
-    relative: &str,
-    roots: &[PathBuf],
-) -> Result<Input, BootImageError> {
-    let path = dir.join(relative);
-    let source = match resolve(dir, relative, roots) {
-        Ok(source) => source,
-        Err(PathRefused::NotFound) => {
-            return Err(BootImageError::Read {
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                path,
-            });
+/// Open and stat `relative` under `root` (following only the symlinks the root allows).
+fn input(image_path: String, root: &ConfinedRoot, relative: &str) -> Result<Input, BootImageError> {
+    let path = root.path().join(relative);
+    let opened = root.open_file(relative).map_err(|error| match error {
+        ConfinedOpenError::NotFound => BootImageError::Read {
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            path: path.clone(),
+        },
+        ConfinedOpenError::Invalid | ConfinedOpenError::Escapes | ConfinedOpenError::NotAFile => {
+            BootImageError::Refused { path: path.clone() }
         }
-        Err(PathRefused::Invalid | PathRefused::Escapes) => {
-            return Err(BootImageError::Refused { path });
-        }
-    };
-    let metadata = std::fs::metadata(&source).map_err(|source| BootImageError::Read {
-        path: path.clone(),
-        source,
+        ConfinedOpenError::Io(source) => BootImageError::Read {
+            path: path.clone(),
+            source,
+        },
     })?;
-    if !metadata.is_file() {
-        return Err(BootImageError::Refused { path });
-    }
+    let metadata = &opened.metadata;
     Ok(Input {
         image_path,
-        source,
+        source: opened.path,
         size: metadata.len(),
         modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
             + i128::from(metadata.mtime_nsec()),
         inode: metadata.ino(),
+        file: opened.file,
     })
 }
 
@@ -318,48 +305,41 @@ impl Sources {
 
     /// Read the profile and stat every input. Blocking.
     fn gather(&self, name: &str) -> Result<Inputs, BootImageError> {
-        let profile = profile::load(&self.profiles, name).map_err(BootImageError::Profile)?;
+        let profile =
+            profile::load(&self.public.path().join("os"), name).map_err(BootImageError::Profile)?;
         if profile.boot_loader != BootLoader::Shim {
             return Err(BootImageError::NotShim(name.to_string()));
         }
         let mut files = Vec::new();
         for pair in &LOADER_PAIRS {
-            let present = |relative: &str| self.loaders.join(relative).is_file();
+            let present = |relative: &str| {
+                self.loaders
+                    .metadata(relative)
+                    .is_ok_and(|metadata| metadata.is_file())
+            };
             if present(pair.shim) && present(pair.grub) {
-                files.push(input(
-                    pair.removable.into(),
-                    &self.loaders,
-                    pair.shim,
-                    &self.loader_roots,
-                )?);
-                files.push(input(
-                    pair.grub_name.into(),
-                    &self.loaders,
-                    pair.grub,
-                    &self.loader_roots,
-                )?);
+                files.push(input(pair.removable.into(), &self.loaders, pair.shim)?);
+                files.push(input(pair.grub_name.into(), &self.loaders, pair.grub)?);
             }
         }
         if files.is_empty() {
             return Err(BootImageError::NoLoaders);
         }
-        let dir = self.profiles.join(name);
+        let dir = format!("os/{name}");
         files.push(input(
             "boot/kernel".into(),
-            &dir,
-            "boot/kernel",
-            &self.public_roots,
+            &self.public,
+            &format!("{dir}/boot/kernel"),
         )?);
         for initramfs in &profile.initramfs {
             files.push(input(
                 format!("boot/initramfs/{initramfs}"),
-                &dir,
-                &format!("boot/initramfs/{initramfs}"),
-                &self.public_roots,
+                &self.public,
+                &format!("{dir}/boot/initramfs/{initramfs}"),
             )?);
         }
         // profile.yaml is not copied, but the GRUB configuration comes from it.
-        let yaml = input(String::new(), &dir, "profile.yaml", &self.public_roots)?;
+        let yaml = input(String::new(), &self.public, &format!("{dir}/profile.yaml"))?;
         let mut stamp = format!("confluent boot image format {IMAGE_FORMAT}\n");
         for file in files.iter().chain(std::iter::once(&yaml)) {
             stamp.push_str(&format!(
@@ -457,7 +437,8 @@ fn write_image(path: &Path, inputs: &Inputs) -> std::io::Result<()> {
             root.create_file(GRUB_CONFIG_PATH)?
                 .write_all(grub_config.as_bytes())?;
             for input in &inputs.files {
-                let mut source = File::open(&input.source)?;
+                let mut source = &input.file;
+                source.seek(SeekFrom::Start(0))?;
                 let mut target = root.create_file(&input.image_path)?;
                 std::io::copy(&mut source, &mut target)?;
             }
@@ -497,18 +478,13 @@ mod tests {
         std::fs::write(profile.join("boot/initramfs/a-long-name.cpio"), b"aa").unwrap();
         std::fs::write(lib.join("tftpboot/x86_64/shimx64.efi"), b"shim x64").unwrap();
         std::fs::write(lib.join("tftpboot/x86_64/grubx64.efi"), b"grub x64").unwrap();
-        let canonical = |path: &Path| path.canonicalize().unwrap();
-        let images = BootImages::new(
-            lib.join("cache/boot-images"),
-            lib.join("public/os"),
-            lib.join("tftpboot"),
-            Arc::from(vec![
-                canonical(&lib.join("public")),
-                canonical(&lib.join("distributions")),
-            ]),
-            Arc::from(vec![canonical(&lib.join("tftpboot"))]),
+        let public = ConfinedRoot::with_link_targets(
+            &lib.join("public"),
+            &[&lib.join("public"), &lib.join("distributions")],
         )
         .unwrap();
+        let loaders = ConfinedRoot::new(&lib.join("tftpboot")).unwrap();
+        let images = BootImages::new(lib.join("cache/boot-images"), public, loaders).unwrap();
         Fixture {
             _dir: dir,
             lib,

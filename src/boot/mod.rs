@@ -14,6 +14,7 @@ pub mod scripts;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::fsroot::{ConfinedRoot, ConfinedRootError};
 use crate::osimage::profile;
 
 use crate::deploy::directory::NodeBoot;
@@ -24,19 +25,37 @@ use crate::proto::dhcp::MacAddress;
 /// Where boot files live and who is booting.
 pub struct Boot {
     pub directory: Arc<LiveDirectory>,
-    /// `lib/public`: served under `/confluent-public/`.
-    pub public: PathBuf,
-    /// `lib/distributions`: imported media; profile symlinks may point here.
+    /// `lib/public`: served under `/confluent-public/`; its symlinks may lead into
+    /// `lib/public` and `lib/distributions` (imported media profiles link into).
+    pub public: ConfinedRoot,
+    /// `lib/distributions`, as configured.
     pub distributions: PathBuf,
-    /// `lib/tftpboot`: boot loaders (`x86_64/undionly.kpxe`, `x86_64/ipxe.efi`, ...).
-    pub loaders: PathBuf,
+    /// `lib/tftpboot`: boot loaders (`x86_64/undionly.kpxe`, `x86_64/ipxe.efi`, ...); its
+    /// symlinks may lead only within itself.
+    pub loaders: ConfinedRoot,
     pub short_links: Arc<crate::deploy::ShortLinks>,
-    /// Canonical roots that public files may resolve into (`public`, `distributions`).
-    pub public_roots: Arc<[PathBuf]>,
-    /// Canonical `loaders`.
-    pub loader_roots: Arc<[PathBuf]>,
     /// `boot.img` of the profiles with `bootloader: shim`, cached under `lib/cache/boot-images`.
     pub images: image::BootImages,
+}
+
+/// Why the boot file directories could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum BootSetupError {
+    #[error("failed to create the directory {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to open a boot file directory")]
+    Root(#[source] ConfinedRootError),
+}
+
+fn create_dir(path: &Path) -> Result<(), BootSetupError> {
+    std::fs::create_dir_all(path).map_err(|source| BootSetupError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// How a boot URL names the machine.
@@ -60,39 +79,35 @@ impl Identity {
 }
 
 impl Boot {
-    /// Create the directories under `lib` if needed and note their canonical forms.
-    pub fn new(directory: Arc<LiveDirectory>, lib: &Path) -> std::io::Result<Boot> {
+    /// Create the directories under `lib` if needed and open them as confined roots, once.
+    pub fn new(directory: Arc<LiveDirectory>, lib: &Path) -> Result<Boot, BootSetupError> {
         let public = lib.join("public");
         let distributions = lib.join("distributions");
         let loaders = lib.join("tftpboot");
         for dir in [&public.join("os"), &distributions, &loaders] {
-            std::fs::create_dir_all(dir)?;
+            create_dir(dir)?;
         }
-        let public_roots: Arc<[PathBuf]> =
-            Arc::from(vec![public.canonicalize()?, distributions.canonicalize()?]);
-        let loader_roots: Arc<[PathBuf]> = Arc::from(vec![loaders.canonicalize()?]);
+        let public_root = ConfinedRoot::with_link_targets(&public, &[&public, &distributions])
+            .map_err(BootSetupError::Root)?;
+        let loaders = ConfinedRoot::new(&loaders).map_err(BootSetupError::Root)?;
         let images = image::BootImages::new(
             lib.join("cache/boot-images"),
-            public.join("os"),
+            public_root.clone(),
             loaders.clone(),
-            public_roots.clone(),
-            loader_roots.clone(),
         )?;
         Ok(Boot {
             directory,
-            public_roots,
-            loader_roots,
             images,
-            public,
+            public: public_root,
             distributions,
             loaders,
             short_links: Arc::new(crate::deploy::ShortLinks::default()),
         })
     }
 
-    /// `lib/public/os`.
+    /// `lib/public/os` (canonical).
     pub fn profiles(&self) -> PathBuf {
-        self.public.join("os")
+        self.public.path().join("os")
     }
 
     /// The node a boot URL names, once the directory is built.
@@ -138,15 +153,17 @@ impl TftpBootFiles {
         profile: &str,
         rest: &str,
     ) -> Result<crate::tftp::VirtualFile, crate::tftp::TftpOpenError> {
-        use crate::tftp::{Root, TftpOpenError, VirtualFile};
+        use crate::tftp::{TftpOpenError, VirtualFile};
         if !profile::valid_name(profile) {
             return Err(TftpOpenError::Escapes);
         }
-        let root = Root::with_link_targets(
-            &self.boot.profiles().join(profile).join("boot"),
-            &self.boot.public_roots,
-        )?;
-        let (file, size) = root.open(rest)?;
+        // The profile's boot/ as a root of its own: a symlink there may lead into lib/public
+        // and lib/distributions, but a request cannot climb out of boot/ by name.
+        let root = self
+            .boot
+            .public
+            .subdirectory(&format!("os/{profile}/boot"))?;
+        let (file, size) = crate::tftp::root::open(&root, rest)?;
         Ok(VirtualFile::Opened(file, size))
     }
 

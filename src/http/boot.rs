@@ -79,15 +79,7 @@ async fn public_file(
     headers: HeaderMap,
 ) -> Response {
     let boot = &context.boot;
-    files::serve(
-        &boot.public,
-        &path,
-        &boot.public_roots,
-        &context.file_cache,
-        &method,
-        &headers,
-    )
-    .await
+    files::serve(&boot.public, &path, &context.file_cache, &method, &headers).await
 }
 
 async fn short_link(State(context): State<Context>, Path(id): Path<String>) -> Response {
@@ -144,9 +136,8 @@ async fn boot_image(
         Ok(file_name) => {
             record(context, Some(node), outcome("boot image"));
             files::serve(
-                images.dir(),
+                images.root(),
                 &file_name,
-                images.roots(),
                 &context.file_cache,
                 method,
                 headers,
@@ -206,7 +197,6 @@ async fn by_identity(
         return files::serve(
             &boot.loaders,
             loader,
-            &boot.loader_roots,
             &context.file_cache,
             &method,
             &headers,

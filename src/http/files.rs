@@ -1,12 +1,12 @@
-//! Static files for booting machines: safe path resolution under allowed roots, strong ETags
-//! with `If-None-Match`, single byte ranges (`Range`, `If-Range`), HEAD, and bodies streamed in
-//! large chunks without a thread per download.
+//! Static files for booting machines: opened only through [`crate::fsroot::ConfinedRoot`]
+//! (never by path), strong ETags with `If-None-Match`, single byte ranges (`Range`,
+//! `If-Range`), HEAD, and bodies streamed in large chunks without a thread per download.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::fsroot::{PathRefused, resolve};
+use crate::fsroot::{ConfinedOpenError, ConfinedRoot};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -171,28 +171,24 @@ impl SmallFileCache {
 }
 
 fn cache_key(root: &Path, request: &str) -> PathBuf {
-    root.join(request.trim_start_matches('/'))
+    root.join(relative(request))
 }
 
-enum OpenError {
-    Refused(PathRefused),
-    NotAFile,
-    Io(std::io::Error),
+/// The request as a path under its root: a leading `/` (from `//` in a URL) means the root.
+pub(crate) fn relative(request: &str) -> &str {
+    request.trim_start_matches('/')
 }
 
-/// Resolve, open, stat and (when small) read in one trip to the blocking pool.
-fn open(root: &Path, request: &str, allowed: &[PathBuf]) -> Result<Opened, OpenError> {
-    let path = resolve(root, request, allowed).map_err(OpenError::Refused)?;
-    let mut file = std::fs::File::open(&path).map_err(OpenError::Io)?;
-    let metadata = file.metadata().map_err(OpenError::Io)?;
-    if !metadata.is_file() {
-        return Err(OpenError::NotAFile);
-    }
+/// Open (confined), stat and (when small) read in one trip to the blocking pool.
+fn open(root: &ConfinedRoot, request: &str) -> Result<Opened, ConfinedOpenError> {
+    let opened = root.open_file(relative(request))?;
+    let (mut file, metadata) = (opened.file, opened.metadata);
     let etag: Arc<str> = Arc::from(etag_of(&metadata));
-    let content_type = content_type(&path);
+    // The real path: a symlink's own name says nothing of what it serves.
+    let content_type = content_type(&opened.path);
     let source = if metadata.len() <= SMALL_FILE {
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
-        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(OpenError::Io)?;
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(ConfinedOpenError::Io)?;
         Source::Memory(Bytes::from(bytes))
     } else {
         Source::File(file)
@@ -209,16 +205,15 @@ fn open(root: &Path, request: &str, allowed: &[PathBuf]) -> Result<Opened, OpenE
     })
 }
 
-/// Serve `request` (a path relative to `root`, confined to the canonical `allowed` roots).
+/// Serve `request` (a path relative to `root`).
 pub async fn serve(
-    root: &Path,
+    root: &ConfinedRoot,
     request: &str,
-    allowed: &Arc<[PathBuf]>,
     cache: &SmallFileCache,
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let key = cache_key(root, request);
+    let key = cache_key(root.path(), request);
     if let Some(cached) = cache.get(&key) {
         let opened = Opened {
             content_type: cached.content_type,
@@ -228,21 +223,25 @@ pub async fn serve(
         };
         return respond(opened, method, headers);
     }
-    let (root, request, allowed) = (root.to_path_buf(), request.to_string(), allowed.clone());
-    let opened = tokio::task::spawn_blocking(move || open(&root, &request, &allowed)).await;
+    let (root, request) = (root.clone(), request.to_string());
+    let opened = tokio::task::spawn_blocking(move || open(&root, &request)).await;
     let opened = match opened {
         Ok(Ok(opened)) => opened,
-        Ok(Err(OpenError::Refused(PathRefused::NotFound))) | Ok(Err(OpenError::NotAFile)) => {
+        Ok(Err(ConfinedOpenError::NotFound | ConfinedOpenError::NotAFile)) => {
             return plain(StatusCode::NOT_FOUND, "not found");
         }
-        Ok(Err(OpenError::Refused(refused))) => {
-            tracing::info!(refused = ?refused, "refused a boot file path");
+        Ok(Err(refused @ (ConfinedOpenError::Invalid | ConfinedOpenError::Escapes))) => {
+            tracing::info!(refused = %refused, "refused a boot file path");
             return plain(StatusCode::FORBIDDEN, "this path is not served");
         }
-        Ok(Err(OpenError::Io(error))) if error.kind() == std::io::ErrorKind::NotFound => {
+        // A symlink loop answered "not found" before confinement moved here; it still does.
+        Ok(Err(ConfinedOpenError::Io(error)))
+            if error.kind() == std::io::ErrorKind::NotFound
+                || error.raw_os_error() == Some(libc::ELOOP) =>
+        {
             return plain(StatusCode::NOT_FOUND, "not found");
         }
-        Ok(Err(OpenError::Io(error))) => {
+        Ok(Err(ConfinedOpenError::Io(error))) => {
             tracing::warn!(error = %crate::error::Chain(&error), "failed to open a boot file");
             return plain(StatusCode::FORBIDDEN, "cannot open this file");
         }

@@ -96,7 +96,7 @@ pub async fn serve_leading_files(
             return Ok(Next::Hyper);
         };
         // A small file already in memory: no need to look at the file system here.
-        if cache.holds(&boot.public, &relative) {
+        if cache.holds(boot.public.path(), &relative) {
             return Ok(Next::Hyper);
         }
         let opened = {
@@ -136,17 +136,16 @@ fn set_cork(stream: &TcpStream, cork: bool) {
 
 /// Open a public file if it is large enough for this path: (file, length, etag, type).
 fn open_large(boot: &Boot, relative: &str) -> Option<(std::fs::File, u64, String, &'static str)> {
-    let path = crate::fsroot::resolve(&boot.public, relative, &boot.public_roots).ok()?;
-    let file = std::fs::File::open(&path).ok()?;
-    let metadata = file.metadata().ok()?;
-    if !metadata.is_file() || metadata.len() <= files::SMALL_FILE {
+    // Refusals and missing files go to hyper, which answers them as usual.
+    let opened = boot.public.open_file(files::relative(relative)).ok()?;
+    if opened.metadata.len() <= files::SMALL_FILE {
         return None;
     }
     Some((
-        file,
-        metadata.len(),
-        files::etag_of(&metadata),
-        files::content_type(&path),
+        opened.file,
+        opened.metadata.len(),
+        files::etag_of(&opened.metadata),
+        files::content_type(&opened.path),
     ))
 }
 

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::proto::tftp::{self as wire, ErrorCode, Mode, Options, Packet};
-pub use root::{Root, TftpOpenError};
+pub use root::TftpOpenError;
 use socket::ListenSocket;
 pub use socket::TftpBindError;
 use transfer::{Source, TftpTransferError};
@@ -52,7 +52,7 @@ pub enum VirtualFile {
     /// Generated in memory, such as a node's boot configuration.
     Memory(Bytes),
     /// Opened read-only by the [`VirtualFiles`] implementation, which is responsible for
-    /// confining it (with a [`Root`] of its own), with its size.
+    /// confining it (with a [`crate::fsroot::ConfinedRoot`] of its own), with its size.
     Opened(std::fs::File, u64),
 }
 
@@ -158,7 +158,7 @@ fn count(counter: &AtomicU64) {
 
 /// What every transfer needs.
 struct Shared {
-    root: Root,
+    root: crate::fsroot::ConfinedRoot,
     files: Arc<dyn VirtualFiles>,
     limits: TftpLimits,
     stats: Arc<TftpStats>,
@@ -181,10 +181,7 @@ impl TftpService {
         files: Arc<dyn VirtualFiles>,
         limits: TftpLimits,
     ) -> Result<TftpService, TftpBindError> {
-        let root = Root::new(root).map_err(|source| TftpBindError::Root {
-            path: root.to_path_buf(),
-            source,
-        })?;
+        let root = crate::fsroot::ConfinedRoot::new(root).map_err(TftpBindError::Root)?;
         let socket = ListenSocket::bind(address)?;
         Ok(TftpService {
             shared: Arc::new(Shared {
@@ -454,7 +451,7 @@ impl PendingRead {
                 }
                 Some(Ok(VirtualFile::Opened(file, size))) => (file, size),
                 Some(Err(error)) => return Err(error),
-                None => root.open(&name)?,
+                None => root::open(&root, &name)?,
             };
             if !netascii {
                 return Ok(Source::file(file, size));

@@ -2,15 +2,13 @@
 //! root directory.
 //!
 //! **Invariant:** nothing outside the root is ever opened for a client. A name is checked
-//! twice: lexically ([`normalize`]: no `..`, at most 255 bytes, UTF-8, no NUL), then after
-//! opening (the opened file's real path, read back from `/proc/self/fd`, must lie under the
-//! canonical root), so a symlink pointing out of the root is refused even if it is swapped
-//! between the checks.
+//! lexically here ([`normalize`]: no `..`, at most 255 bytes, UTF-8, no NUL, `\` read as
+//! `/`), then opened through [`crate::fsroot::ConfinedRoot`], the one confined open of the
+//! daemon, whose refusals map to ERROR packets ([`TftpOpenError`]).
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
+use crate::fsroot::{ConfinedOpenError, ConfinedRoot};
 use crate::proto::tftp::ErrorCode;
 
 /// Longest accepted file name, in bytes.
@@ -101,99 +99,22 @@ pub fn normalize(raw: &[u8]) -> Result<String, TftpOpenError> {
     Ok(components.join("/"))
 }
 
-/// The canonical root; files are opened under it.
-#[derive(Debug, Clone)]
-pub struct Root {
-    canonical: PathBuf,
-    /// Canonical directories an opened file may really lie in: the root, and for
-    /// [`Root::with_link_targets`] the directories its symlinks may point into.
-    allowed: Vec<PathBuf>,
+/// Open a normalized name read-only under `root`, with its size. Blocking: call from
+/// `spawn_blocking`.
+pub fn open(root: &ConfinedRoot, name: &str) -> Result<(File, u64), TftpOpenError> {
+    let opened = root.open_file(name)?;
+    Ok((opened.file, opened.metadata.len()))
 }
 
-impl Root {
-    /// `directory` must exist.
-    pub fn new(directory: &Path) -> std::io::Result<Root> {
-        let canonical = std::fs::canonicalize(directory)?;
-        Ok(Root {
-            allowed: vec![canonical.clone()],
-            canonical,
-        })
-    }
-
-    /// Names are resolved under `directory`, but symlinks may lead into the canonical
-    /// directories `link_targets` (e.g. a profile's `boot/` whose kernel links into imported
-    /// media); nothing outside them is opened. `directory` itself must resolve into one of
-    /// them, or the root is refused as [`TftpOpenError::Escapes`].
-    pub fn with_link_targets(
-        directory: &Path,
-        link_targets: &[PathBuf],
-    ) -> Result<Root, TftpOpenError> {
-        let canonical = std::fs::canonicalize(directory).map_err(open_error)?;
-        if !link_targets
-            .iter()
-            .any(|target| canonical.starts_with(target))
-        {
-            return Err(TftpOpenError::Escapes);
+impl From<ConfinedOpenError> for TftpOpenError {
+    fn from(error: ConfinedOpenError) -> TftpOpenError {
+        match error {
+            // `normalize` let the name through, so what is invalid here is what it leads to.
+            ConfinedOpenError::Invalid | ConfinedOpenError::Escapes => TftpOpenError::Escapes,
+            ConfinedOpenError::NotFound => TftpOpenError::NotFound,
+            ConfinedOpenError::NotAFile => TftpOpenError::NotAFile,
+            ConfinedOpenError::Io(error) => open_error(error),
         }
-        Ok(Root {
-            canonical,
-            allowed: link_targets.to_vec(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.canonical
-    }
-
-    fn allows(&self, path: &Path) -> bool {
-        self.allowed.iter().any(|allowed| path.starts_with(allowed))
-    }
-
-    /// Open a normalized name read-only. Blocking: call from `spawn_blocking`.
-    pub fn open(&self, name: &str) -> Result<(File, u64), TftpOpenError> {
-        let joined = self.canonical.join(name);
-        let resolved = match std::fs::canonicalize(&joined) {
-            Ok(resolved) => resolved,
-            Err(error) => {
-                // Say "not found" only when the part of the path that exists is inside the
-                // root, so that clients cannot probe for files behind a symlink.
-                let inside = joined
-                    .ancestors()
-                    .skip(1)
-                    .find_map(|ancestor| std::fs::canonicalize(ancestor).ok())
-                    .is_some_and(|ancestor| self.allows(&ancestor));
-                return Err(if inside {
-                    open_error(error)
-                } else {
-                    TftpOpenError::Escapes
-                });
-            }
-        };
-        if !self.allows(&resolved) {
-            return Err(TftpOpenError::Escapes);
-        }
-        // O_NOFOLLOW: the canonical path has no symlinks left, so one appearing now is a
-        // race. O_NONBLOCK: opening a FIFO must not hang the transfer.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&resolved)
-            .map_err(open_error)?;
-        let metadata = file.metadata().map_err(TftpOpenError::Io)?;
-        if !metadata.is_file() {
-            return Err(TftpOpenError::NotAFile);
-        }
-        // The path the kernel really opened, in case a directory was swapped for a symlink
-        // after canonicalize.
-        let opened = std::fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&file)
-        ))
-        .map_err(TftpOpenError::Io)?;
-        if !self.allows(&opened) {
-            return Err(TftpOpenError::Escapes);
-        }
-        Ok((file, metadata.len()))
     }
 }
 
@@ -246,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_out_of_the_root_are_refused() {
+    fn confined_opens_map_to_tftp_errors() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), b"secret").unwrap();
@@ -254,62 +175,23 @@ mod tests {
         std::fs::create_dir_all(root_dir.join("sub")).unwrap();
         std::fs::write(root_dir.join("sub/file"), b"hello").unwrap();
         std::os::unix::fs::symlink(outside.path(), root_dir.join("out")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root_dir.join("secret")).unwrap();
-        std::os::unix::fs::symlink("sub/file", root_dir.join("inside")).unwrap();
         std::os::unix::fs::symlink("/etc", root_dir.join("etc")).unwrap();
-        let root = Root::new(&root_dir).unwrap();
-        let (_, size) = root.open("sub/file").unwrap();
-        assert_eq!(size, 5);
-        assert!(
-            root.open("inside").is_ok(),
-            "a symlink inside the root is fine"
-        );
-        for name in [
-            "out/secret",
-            "out/missing",
-            "secret",
-            "etc/passwd",
-            "etc/missing",
-        ] {
+        std::os::unix::fs::symlink("loop", root_dir.join("loop")).unwrap();
+        let root = ConfinedRoot::new(&root_dir).unwrap();
+        assert_eq!(open(&root, "sub/file").unwrap().1, 5);
+        for name in ["out/secret", "out/missing", "etc/passwd", "loop"] {
             assert!(
-                matches!(root.open(name), Err(TftpOpenError::Escapes)),
+                matches!(open(&root, name), Err(TftpOpenError::Escapes)),
                 "{name}"
             );
         }
-        assert!(matches!(root.open("missing"), Err(TftpOpenError::NotFound)));
-        assert!(matches!(root.open("sub"), Err(TftpOpenError::NotAFile)));
         assert!(matches!(
-            root.open("sub/file/x"),
+            open(&root, "missing"),
             Err(TftpOpenError::NotFound)
         ));
-    }
-
-    #[test]
-    fn link_targets_widen_where_symlinks_may_lead_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let media = dir.path().join("distributions/debian");
-        let boot = dir.path().join("public/os/p1/boot");
-        std::fs::create_dir_all(&media).unwrap();
-        std::fs::create_dir_all(&boot).unwrap();
-        std::fs::write(media.join("vmlinuz"), b"kernel").unwrap();
-        std::fs::write(dir.path().join("secret"), b"secret").unwrap();
-        std::os::unix::fs::symlink(media.join("vmlinuz"), boot.join("kernel")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret"), boot.join("secret")).unwrap();
-        let targets = [
-            std::fs::canonicalize(dir.path().join("public")).unwrap(),
-            std::fs::canonicalize(dir.path().join("distributions")).unwrap(),
-        ];
-        let root = Root::with_link_targets(&boot, &targets).unwrap();
-        assert_eq!(root.open("kernel").unwrap().1, 6);
-        assert!(matches!(root.open("secret"), Err(TftpOpenError::Escapes)));
-        // A root that itself lies outside the targets is refused.
-        std::os::unix::fs::symlink(dir.path(), dir.path().join("public/os/out")).unwrap();
+        assert!(matches!(open(&root, "sub"), Err(TftpOpenError::NotAFile)));
         assert!(matches!(
-            Root::with_link_targets(&dir.path().join("public/os/out"), &targets),
-            Err(TftpOpenError::Escapes)
-        ));
-        assert!(matches!(
-            Root::with_link_targets(&dir.path().join("public/os/missing/boot"), &targets),
+            open(&root, "sub/file/x"),
             Err(TftpOpenError::NotFound)
         ));
     }

@@ -25,12 +25,8 @@ pub enum TftpBindError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the TFTP root {} is not usable", path.display())]
-    Root {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the TFTP root is not usable")]
+    Root(#[source] crate::fsroot::ConfinedRootError),
 }
 
 /// A request datagram as received.
