@@ -11,6 +11,7 @@
 //! - [`tftp`]: the read-only TFTP service (boot-loader directory and virtual files);
 //! - [`api`]: the one resource tree, its authorization decision and its socket transports;
 //! - [`auth`]: users, PAM, sessions, roles, tenants, node API keys;
+//! - [`metrics`]: the Prometheus metrics every service counts into, served at `/metrics`;
 //! - [`daemon`]: the composition root of `confluentd` (state paths, pid lock, services, shutdown);
 //! - [`cli`]: the multi-call `confluent` command.
 
@@ -26,6 +27,7 @@ pub mod error;
 pub mod eventlog;
 pub mod fsroot;
 pub mod http;
+pub mod metrics;
 pub mod osimage;
 pub mod pki;
 pub mod proto;

@@ -95,6 +95,8 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/sessions/current/logout", "retrieve", "AOMS"),
     ("/sessions/current/logout", "create", "AOMS"),
     ("/sessions/current/logout", "delete", "AOMS"),
+    // Prometheus metrics: Monitor and above (`--metrics-public` skips authentication).
+    ("/metrics", "retrieve", "AOM-"),
 ];
 
 fn example(route: &str) -> String {

@@ -36,6 +36,8 @@ pub struct Context {
     pub dhcp_exchanges: Arc<crate::dhcp::ExchangeLog>,
     /// The interfaces the DHCP service serves now.
     pub dhcp_interfaces: Arc<crate::dhcp::interfaces::InterfaceTable>,
+    /// The daemon's metrics (`/metrics`); requests are counted by route pattern.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub use crate::auth::Operation;
@@ -165,7 +167,26 @@ pub fn authorize(roles: &RoleTable, caller: &Caller, request: &Request) -> Resul
 
 /// Authorize then answer a request; the messages are in the order they should be sent.
 pub async fn handle(context: &Context, caller: &Caller, mut request: Request) -> resources::Answer {
+    // Labelled by the route pattern the path matches, never the path itself, so that the
+    // number of series stays bounded whatever callers ask for.
+    let route = canonical_path(&request.path)
+        .ok()
+        .and_then(|path| resources::route_of(&path))
+        .map_or("other", |route| route.path);
+    let operation = request.operation.as_str();
+    let count = |status: u16| {
+        context
+            .metrics
+            .api_requests
+            .get_or_create(&crate::metrics::ApiRequestLabels {
+                route,
+                operation,
+                status,
+            })
+            .inc();
+    };
     if let Err(error) = authorize(&context.auth.roles, caller, &request) {
+        count(error.status());
         audit::record(context, caller, &request, true, Err(&error)).await;
         return resources::Answer::Values(vec![error.to_json()]);
     }
@@ -185,6 +206,20 @@ pub async fn handle(context: &Context, caller: &Caller, mut request: Request) ->
         )
         .await;
     }
+    // A handler may answer a whole-request error as its only message (what the HTTP transport
+    // turns into that status): counted with that status too.
+    count(match &result {
+        Err(error) => error.status(),
+        Ok(resources::Answer::Values(messages)) => match messages.as_slice() {
+            [message] => message
+                .get("errorcode")
+                .and_then(Value::as_u64)
+                .and_then(|code| u16::try_from(code).ok())
+                .unwrap_or(200),
+            _ => 200,
+        },
+        Ok(_) => 200,
+    });
     match result {
         Ok(answer) => answer,
         Err(error) => resources::Answer::Values(vec![error.to_json()]),

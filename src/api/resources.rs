@@ -211,6 +211,46 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// The route of [`ROUTES`] a canonical path falls under: `{...}` placeholders match one
+/// segment (a subnet, `10.0.0.0/24`, its two), literal segments win over placeholders. For
+/// labels that must not grow with what callers ask for (the API request metrics).
+pub fn route_of(path: &str) -> Option<&'static Route> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    ROUTES
+        .iter()
+        .filter_map(|route| {
+            let pattern: Vec<&str> = route.path.split('/').skip(1).collect();
+            let literals = route_match(&pattern, &segments)?;
+            Some((literals, route))
+        })
+        .max_by_key(|(literals, _)| *literals)
+        .map(|(_, route)| route)
+}
+
+/// How many literal segments of `pattern` matched `segments`, if it matches at all.
+fn route_match(pattern: &[&str], segments: &[&str]) -> Option<usize> {
+    let mut literals = 0;
+    let mut rest = segments;
+    for (index, part) in pattern.iter().enumerate() {
+        let is_last = index + 1 == pattern.len();
+        if *part == "{subnet}" && is_last && rest.len() == 2 {
+            return Some(literals);
+        }
+        let (segment, after) = rest.split_first()?;
+        if part.starts_with('{') && part.ends_with('}') {
+            if segment.is_empty() {
+                return None;
+            }
+        } else if part == segment {
+            literals += 1;
+        } else {
+            return None;
+        }
+        rest = after;
+    }
+    rest.is_empty().then_some(literals)
+}
+
 /// An answer: JSON messages, or messages already encoded as JSON text (the hot path of large
 /// attribute reads, which never builds a `Value` per attribute).
 pub enum Answer {
@@ -1298,5 +1338,30 @@ fn stored_json(stored: &crate::config::model::Stored) -> Value {
         Stored::Value(text) => json!({"value": text.to_string()}),
         Stored::Expression(expression) => json!({"expression": expression.text.to_string()}),
         Stored::Sealed(_) | Stored::Hashed { .. } => json!({"isset": true}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_their_route_pattern() {
+        let route = |path| route_of(path).map(|route| route.path);
+        assert_eq!(route("/"), Some("/"));
+        assert_eq!(
+            route("/noderange/n[1-4]/attributes/all"),
+            Some("/noderange/{range}/attributes/all")
+        );
+        assert_eq!(
+            route("/noderange/abbreviate"),
+            Some("/noderange/abbreviate")
+        );
+        assert_eq!(route("/nodes/n1/"), Some("/nodes/{node}/"));
+        assert_eq!(
+            route("/networking/dhcp/subnets/10.0.0.0/24"),
+            Some("/networking/dhcp/subnets/{subnet}")
+        );
+        assert_eq!(route("/nodes/n1/nonsense/deeper"), None);
     }
 }

@@ -156,6 +156,8 @@ pub struct AuthOptions {
     pub failure_delay: Duration,
     /// Password hashes verified at once (each a blocking-pool thread at full CPU).
     pub hash_workers: usize,
+    /// Keeps the number of sessions held (the daemon's `confluent_sessions`).
+    pub sessions_gauge: crate::metrics::Gauge,
 }
 
 impl Default for AuthOptions {
@@ -166,6 +168,7 @@ impl Default for AuthOptions {
             pam_service: "confluent".to_string(),
             failure_delay: Duration::from_millis(250),
             hash_workers: default_hash_workers(),
+            sessions_gauge: crate::metrics::Gauge::default(),
         }
     }
 }
@@ -229,7 +232,10 @@ impl Authenticator {
         };
         Authenticator {
             pam,
-            sessions: sessions::Sessions::new(options.session_idle),
+            sessions: sessions::Sessions::with_gauge(
+                options.session_idle,
+                options.sessions_gauge.clone(),
+            ),
             hashing: Arc::new(Semaphore::new(options.hash_workers.max(1))),
             pam_slots: Arc::new(Semaphore::new(PAM_WORKERS)),
             options,

@@ -171,6 +171,7 @@ impl Default for RoleTable {
                         "/noderange/*/nodes/",
                         "/nodes/",
                         "/",
+                        "/metrics",
                     ],
                 ),
             ]),

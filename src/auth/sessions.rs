@@ -28,6 +28,8 @@ pub struct Sessions {
     entries: Mutex<FastMap<Box<str>, Entry>>,
     idle: Duration,
     last_sweep: Mutex<Instant>,
+    /// Sessions held (the daemon's `confluent_sessions`), set after every change.
+    held: crate::metrics::Gauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +38,21 @@ pub struct SessionCreateError;
 
 impl Sessions {
     pub fn new(idle: Duration) -> Sessions {
+        Sessions::with_gauge(idle, crate::metrics::Gauge::default())
+    }
+
+    /// Sessions whose number is kept in `held`.
+    pub fn with_gauge(idle: Duration, held: crate::metrics::Gauge) -> Sessions {
         Sessions {
             entries: Mutex::new(FastMap::default()),
             idle,
             last_sweep: Mutex::new(Instant::now()),
+            held,
         }
+    }
+
+    fn update_gauge(&self, held: usize) {
+        self.held.set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -67,6 +79,7 @@ impl Sessions {
                 expires: now + self.idle,
             },
         );
+        self.update_gauge(entries.len());
         Ok(id)
     }
 
@@ -77,6 +90,7 @@ impl Sessions {
         let entry = entries.get_mut(id)?;
         if entry.expires <= now {
             entries.remove(id);
+            self.update_gauge(entries.len());
             return None;
         }
         entry.expires = now + self.idle;
@@ -84,14 +98,17 @@ impl Sessions {
     }
 
     pub fn remove(&self, id: &str) -> bool {
-        self.entries.lock().remove(id).is_some()
+        let mut entries = self.entries.lock();
+        let removed = entries.remove(id).is_some();
+        self.update_gauge(entries.len());
+        removed
     }
 
     /// End every session of a user (after its removal or a password or role change).
     pub fn remove_user(&self, login: &str) {
-        self.entries
-            .lock()
-            .retain(|_, entry| entry.identity.login() != login);
+        let mut entries = self.entries.lock();
+        entries.retain(|_, entry| entry.identity.login() != login);
+        self.update_gauge(entries.len());
     }
 
     pub fn len(&self) -> usize {
@@ -110,7 +127,9 @@ impl Sessions {
             }
             *last = now;
         }
-        self.entries.lock().retain(|_, entry| entry.expires > now);
+        let mut entries = self.entries.lock();
+        entries.retain(|_, entry| entry.expires > now);
+        self.update_gauge(entries.len());
     }
 }
 

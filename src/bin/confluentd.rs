@@ -58,6 +58,10 @@ struct Arguments {
     /// that terminates TLS on the same host.
     #[arg(long)]
     http_allow_api: bool,
+    /// Serve /metrics (Prometheus) without authentication, on plain HTTP too: for a scrape
+    /// target on a trusted network. Otherwise it needs a Monitor (or higher) over HTTPS.
+    #[arg(long)]
+    metrics_public: bool,
     /// HTTPS listener for the API ("off" to disable).
     #[arg(long, default_value = "[::]:4443", value_parser = parse_listen)]
     https: Listen,
@@ -219,11 +223,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         engine: EngineOptions {
             passphrase,
             snapshot_every: arguments.snapshot_every.max(1),
+            ..EngineOptions::default()
         },
         snapshot_interval: Duration::from_secs(arguments.snapshot_interval.max(1)),
         socket_mode: arguments.socket_mode,
         http: arguments.http.0,
         http_allow_api: arguments.http_allow_api,
+        metrics_public: arguments.metrics_public,
         auth: confluent::auth::AuthOptions {
             session_idle: Duration::from_secs(arguments.session_idle_timeout.max(1)),
             password_policy: confluent::auth::password::PasswordPolicy {

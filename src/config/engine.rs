@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub passphrase: Option<Zeroizing<Vec<u8>>>,
     /// Take a snapshot (and drop old journal files) after this many transactions.
     pub snapshot_every: u64,
+    /// Counts transactions made durable (the daemon's `confluent_config_commits_total`).
+    pub commits: crate::metrics::Counter,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +44,7 @@ impl Default for EngineOptions {
         EngineOptions {
             passphrase: None,
             snapshot_every: 100_000,
+            commits: crate::metrics::Counter::default(),
         }
     }
 }
@@ -347,6 +350,7 @@ impl ConfigEngine {
     }
 
     fn after_commit(&self) {
+        self.options.commits.inc();
         if self.snapshot_due() {
             // The snapshot thread does the work; a commit never waits for it.
             let _ = self.snapshot_trigger.lock().send(());

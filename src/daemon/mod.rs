@@ -46,6 +46,8 @@ pub struct DaemonOptions {
     pub http: Option<std::net::SocketAddr>,
     /// Serve the API (not only public boot files) over plain HTTP.
     pub http_allow_api: bool,
+    /// Serve `/metrics` without authentication, on plain HTTP too.
+    pub metrics_public: bool,
     /// Sessions, password policy, PAM service, login throttling.
     pub auth: crate::auth::AuthOptions,
     /// HTTPS listener.
@@ -89,9 +91,12 @@ impl Daemon {
         let pid_lock = pidlock::PidLock::acquire(&paths.pid_file())
             .context("failed to take the daemon pid lock")?;
         raise_fd_limit();
+        // Built first: the configuration engine and the event logs count from the start.
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let cfg_dir = paths.cfg_dir();
         let key_file = paths.master_key_file();
-        let engine_options = options.engine;
+        let mut engine_options = options.engine;
+        engine_options.commits = metrics.config_commits.clone();
         let config = tokio::task::spawn_blocking(move || {
             ConfigEngine::open(&cfg_dir, &key_file, engine_options)
         })
@@ -112,7 +117,10 @@ impl Daemon {
             .await
             .context("event log loader panicked")?
             .context("failed to open the event logs")?;
-        let events = Arc::new(events);
+        let events = Arc::new(events.counting_appends(
+            metrics.event_log_appends("events"),
+            metrics.event_log_appends("audit"),
+        ));
         let (directory, refresher) =
             crate::deploy::live::LiveDirectory::start(&config, paths.lib.join("public/os"));
         let boot = crate::boot::Boot::new(directory, &paths.lib)
@@ -120,14 +128,20 @@ impl Daemon {
         let roles_file = paths.etc.join("authorization.yaml");
         let roles = crate::auth::roles::RoleTable::load(&roles_file)
             .context("failed to load the custom roles")?;
-        let auth = Arc::new(crate::auth::Authenticator::new(options.auth, roles));
+        let mut auth_options = options.auth;
+        auth_options.sessions_gauge = metrics.sessions.clone();
+        let auth = Arc::new(crate::auth::Authenticator::new(auth_options, roles));
         let api = crate::api::Context {
             auth,
             config,
             admin_token: Arc::new(admin_token),
-            dhcp_exchanges: Arc::new(crate::dhcp::ExchangeLog::with_events(events.clone())),
+            dhcp_exchanges: Arc::new(
+                crate::dhcp::ExchangeLog::with_events(events.clone())
+                    .with_metrics(&metrics.dhcp, metrics.boot_phases.clone()),
+            ),
             dhcp_interfaces: Arc::default(),
             events,
+            metrics: metrics.clone(),
         };
         let context = Context {
             paths: Arc::new(paths),
@@ -135,7 +149,8 @@ impl Daemon {
             api,
             boot: Arc::new(boot),
         };
-        let http_context = crate::http::Context::new(context.api.clone(), context.boot.clone());
+        let http_context = crate::http::Context::new(context.api.clone(), context.boot.clone())
+            .with_public_metrics(options.metrics_public);
         let api_socket = crate::api::socket::UnixSocketService::bind(
             &context.paths.api_socket(),
             options.socket_mode,
@@ -220,11 +235,13 @@ impl Daemon {
                 boot: context.boot.clone(),
                 events: context.api.events.clone(),
             });
-            let service = crate::tftp::TftpService::bind(
+            let service = crate::tftp::TftpService::bind_counted(
                 address,
                 &context.paths.tftp_root(),
                 files,
                 options.tftp_limits.clone(),
+                Arc::new(crate::tftp::TftpStats::counting_into(&metrics.tftp)),
+                Some(metrics.boot_phases.clone()),
             )
             .context("failed to start the TFTP service")?;
             listeners.insert("tftp".into(), service.local_addr().to_string());

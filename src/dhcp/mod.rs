@@ -24,7 +24,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -108,6 +107,11 @@ pub struct ExchangeLog {
     events: Option<Arc<crate::eventlog::EventLogs>>,
     /// The service's packet counters (`/networking/dhcp/counters`).
     pub counters: DhcpCounters,
+    /// Exchanges by reply and reason (`confluent_dhcp_exchanges_total`), indexed by
+    /// [`reply_index`] and [`REASON_CODES`].
+    exchange_counters: crate::metrics::CounterTable,
+    /// Boot attempts start with the firmware's DHCP exchange.
+    boot_phases: Option<Arc<crate::metrics::BootPhases>>,
 }
 
 impl std::fmt::Debug for ExchangeLog {
@@ -126,6 +130,37 @@ impl ExchangeLog {
             entries: parking_lot::Mutex::default(),
             events: Some(events),
             counters: DhcpCounters::default(),
+            exchange_counters: crate::metrics::CounterTable::default(),
+            boot_phases: None,
+        }
+    }
+
+    /// Count into `metrics` (the counters of `/networking/dhcp/counters` become its counters)
+    /// and start boot attempts in `boot_phases`.
+    pub fn with_metrics(
+        mut self,
+        metrics: &crate::metrics::DhcpMetrics,
+        boot_phases: Arc<crate::metrics::BootPhases>,
+    ) -> ExchangeLog {
+        self.counters = DhcpCounters {
+            received: metrics.received.clone(),
+            undecodable: metrics.undecodable.clone(),
+            replies: metrics.replies.clone(),
+            reply_failures: metrics.reply_failures.clone(),
+        };
+        self.exchange_counters = metrics.exchange_table(&REPLY_LABELS, &REASON_CODES);
+        self.boot_phases = Some(boot_phases);
+        self
+    }
+
+    /// Count one decided exchange: one atomic increment, found by index.
+    fn count(&self, reply: Option<MessageType>, reason: &'static str) {
+        let column = REASON_CODES
+            .iter()
+            .position(|code| *code == reason)
+            .unwrap_or(REASON_CODES.len() - 1);
+        if let Some(counter) = self.exchange_counters.get(reply_index(reply), column) {
+            counter.inc();
         }
     }
 
@@ -169,24 +204,82 @@ impl ExchangeLog {
     }
 }
 
-/// What the service has received and sent since it started.
+/// Label values of the reply in `confluent_dhcp_exchanges_total`, by [`reply_index`].
+const REPLY_LABELS: [&str; 5] = ["offer", "ack", "nak", "other", "none"];
+
+fn reply_index(reply: Option<MessageType>) -> usize {
+    match reply {
+        Some(MessageType::Offer) => 0,
+        Some(MessageType::Ack) => 1,
+        Some(MessageType::Nak) => 2,
+        Some(_) => 3,
+        None => 4,
+    }
+}
+
+/// Every [`policy::Reason::code`], and `other` last for a code missing here (a unit test
+/// keeps the list complete).
+const REASON_CODES: [&str; 24] = [
+    "mode_off",
+    "auto_probing",
+    "pxe_port_not_proxy",
+    "not_ethernet",
+    "not_a_client_message",
+    "boot_chain",
+    "secure_boot_chain",
+    "discovery_boot",
+    "nothing_pending",
+    "discovery_not_allowed",
+    "not_a_boot_client",
+    "insecure_refused",
+    "unsupported_architecture",
+    "pool_exhausted",
+    "no_pool",
+    "other_server_selected",
+    "wrong_address",
+    "request_without_address",
+    "proxy_not_addressed",
+    "unknown_relay_subnet",
+    "released",
+    "declined",
+    "inform",
+    "other",
+];
+
+/// The firmware kind of the boot phase metrics, from the client's architecture (option 93).
+fn firmware_kind(request: &wire::DhcpRequest) -> crate::metrics::Firmware {
+    use crate::metrics::Firmware;
+    use wire::{BootTransport, Firmware as Family};
+    match request
+        .architecture()
+        .map(|architecture| architecture.describe())
+    {
+        Some((Family::PcBios, BootTransport::Tftp, _)) => Firmware::Bios,
+        Some((Family::Other | Family::PcBios, _, _)) | None => Firmware::Unknown,
+        Some((_, BootTransport::Http, _)) => Firmware::UefiHttp,
+        Some((_, BootTransport::Tftp, _)) => Firmware::Uefi,
+    }
+}
+
+/// What the service has received and sent since it started. These are the handles of the
+/// daemon's metrics (`confluent_dhcp_*_total`) when it has any: one atomic each, counted once.
 #[derive(Default)]
 pub struct DhcpCounters {
     /// Datagrams received on the served sockets.
-    pub received: AtomicU64,
+    pub received: crate::metrics::Counter,
     /// Datagrams dropped because they did not decode as a DHCP request.
-    pub undecodable: AtomicU64,
+    pub undecodable: crate::metrics::Counter,
     /// Replies sent.
-    pub replies: AtomicU64,
+    pub replies: crate::metrics::Counter,
     /// Replies that could not be encoded or sent, or were dropped because the lease journal
     /// failed.
-    pub reply_failures: AtomicU64,
+    pub reply_failures: crate::metrics::Counter,
 }
 
 impl DhcpCounters {
     /// The counters as a JSON object.
     pub fn to_json(&self) -> serde_json::Value {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let read = |counter: &crate::metrics::Counter| counter.get();
         serde_json::json!({
             "received": read(&self.received),
             "undecodable": read(&self.undecodable),
@@ -771,11 +864,7 @@ fn handle_datagram(
     let request = match wire::decode_request(datagram) {
         Ok(request) => request,
         Err(error) => {
-            shared
-                .exchanges
-                .counters
-                .undecodable
-                .fetch_add(1, Ordering::Relaxed);
+            shared.exchanges.counters.undecodable.inc();
             tracing::debug!(interface = %interface, error = %crate::error::Chain(&error), "ignoring an undecodable DHCP datagram");
             return Handled::default();
         }
@@ -882,6 +971,29 @@ fn handle_datagram(
         } => (Some(*message_type), Some(fields)),
         Action::NoResponse => (None, None),
     };
+    shared.exchanges.count(reply_type, decision.reason.code());
+    // A boot attempt starts when the firmware is offered a boot file (the ACK that follows an
+    // OFFER restarts it, so the DHCP phase ends at the last reply); iPXE's own DHCP is a step
+    // inside the attempt, not a new one. It is followed by the address the machine then
+    // fetches its files from: the one given, or for proxyDHCP the one it already has.
+    if let Some(boot_phases) = &shared.exchanges.boot_phases
+        && let Some(fields) = fields
+        && fields.boot_file.is_some()
+        && request.user_class.as_deref() != Some(b"iPXE".as_slice())
+        && matches!(reply_type, Some(MessageType::Offer | MessageType::Ack))
+    {
+        let client = fields
+            .yiaddr
+            .filter(|address| !address.is_unspecified())
+            .unwrap_or(request.ciaddr);
+        if !client.is_unspecified() {
+            boot_phases.start(
+                std::net::IpAddr::V4(client),
+                firmware_kind(&request),
+                std::time::Instant::now(),
+            );
+        }
+    }
     let exchange = Exchange {
         time: unix_now(),
         interface: interface.clone(),
@@ -964,11 +1076,7 @@ fn encode_reply(
     match wire::encode_reply(request, *message_type, fields) {
         Ok(payload) => Some((*message_type, payload)),
         Err(error) => {
-            shared
-                .exchanges
-                .counters
-                .reply_failures
-                .fetch_add(1, Ordering::Relaxed);
+            shared.exchanges.counters.reply_failures.inc();
             tracing::warn!(error = %crate::error::Chain(&error), "failed to encode a DHCP reply");
             None
         }
@@ -991,6 +1099,47 @@ mod tests {
         assert_eq!("br0".parse::<InterfaceMode>().unwrap().mode, Mode::Full);
         assert!("eth0=sometimes".parse::<InterfaceMode>().is_err());
         assert!("=full".parse::<InterfaceMode>().is_err());
+    }
+
+    #[test]
+    fn every_reason_code_has_a_metrics_label() {
+        use policy::Reason;
+        let address = Ipv4Addr::new(10, 0, 0, 1);
+        let profile: Arc<str> = Arc::from("p");
+        let reasons = [
+            Reason::ModeOff,
+            Reason::AutoProbing,
+            Reason::PxePortNotProxy,
+            Reason::NotEthernet,
+            Reason::NotAClientMessage(MessageType::Offer),
+            Reason::BootChain {
+                profile: profile.clone(),
+            },
+            Reason::SecureBootChain {
+                profile,
+                disk_image: true,
+            },
+            Reason::DiscoveryBoot,
+            Reason::NothingPending,
+            Reason::DiscoveryNotAllowed,
+            Reason::NotABootClient,
+            Reason::InsecureRefused,
+            Reason::UnsupportedArchitecture(99),
+            Reason::PoolExhausted,
+            Reason::NoPool,
+            Reason::OtherServerSelected,
+            Reason::WrongAddress { requested: address },
+            Reason::RequestWithoutAddress,
+            Reason::ProxyNotAddressed,
+            Reason::UnknownRelaySubnet(address),
+            Reason::Released,
+            Reason::Declined,
+            Reason::Inform,
+        ];
+        for reason in &reasons {
+            assert!(REASON_CODES.contains(&reason.code()), "{}", reason.code());
+        }
+        assert_eq!(reasons.len() + 1, REASON_CODES.len());
     }
 
     #[test]

@@ -282,9 +282,7 @@ impl Loop {
                 }
             };
             let counters = &self.shared.exchanges.counters;
-            counters
-                .received
-                .fetch_add(u64::try_from(count).unwrap_or(0), Ordering::Relaxed);
+            counters.received.inc_by(u64::try_from(count).unwrap_or(0));
             let now = tokio::time::Instant::now();
             for (datagram, received) in self.batch.datagrams() {
                 let handled = handle_datagram(served, &self.shared, datagram, received.source, now);
@@ -325,16 +323,17 @@ impl Loop {
             return;
         }
         let (failed, error) = served.socket.send_batch(queue);
-        self.shared.exchanges.counters.replies.fetch_add(
-            u64::try_from(queue.len() - failed).unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        self.shared
+            .exchanges
+            .counters
+            .replies
+            .inc_by(u64::try_from(queue.len() - failed).unwrap_or(0));
         if failed > 0 {
             self.shared
                 .exchanges
                 .counters
                 .reply_failures
-                .fetch_add(u64::try_from(failed).unwrap_or(u64::MAX), Ordering::Relaxed);
+                .inc_by(u64::try_from(failed).unwrap_or(u64::MAX));
             tracing::warn!(
                 interface = %served.socket.interface,
                 failed,
@@ -361,10 +360,11 @@ impl Loop {
             }
             Err(error) => {
                 let dropped: usize = self.after_commit.iter().map(Vec::len).sum();
-                self.shared.exchanges.counters.reply_failures.fetch_add(
-                    u64::try_from(dropped).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
+                self.shared
+                    .exchanges
+                    .counters
+                    .reply_failures
+                    .inc_by(u64::try_from(dropped).unwrap_or(u64::MAX));
                 tracing::error!(error = %crate::error::Chain(&error), dropped, "DHCP lease journal commit failed; replies dropped");
                 for queue in &mut self.after_commit {
                     queue.clear();

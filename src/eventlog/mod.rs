@@ -42,6 +42,8 @@ pub struct EventLog {
     sender: mpsc::SyncSender<Command>,
     shared: Arc<LogShared>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Events accepted (the daemon's `confluent_event_log_appends_total`).
+    appends: crate::metrics::Counter,
 }
 
 impl EventLog {
@@ -54,6 +56,7 @@ impl EventLog {
             sender,
             shared,
             thread: parking_lot::Mutex::new(Some(thread)),
+            appends: crate::metrics::Counter::default(),
         })
     }
 
@@ -92,7 +95,10 @@ impl EventLog {
 
     fn enqueue(&self, command: Command) -> Result<(), AppendError> {
         match self.sender.try_send(command) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.appends.inc();
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 let dropped = self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
@@ -177,6 +183,17 @@ impl EventLogs {
             events: EventLog::open("events", &log_dir.join("events"), options.clone())?,
             audit: EventLog::open("audit", &log_dir.join("audit"), options)?,
         })
+    }
+
+    /// Count accepted appends of `events` and `audit` into these counters.
+    pub fn counting_appends(
+        mut self,
+        events: crate::metrics::Counter,
+        audit: crate::metrics::Counter,
+    ) -> EventLogs {
+        self.events.appends = events;
+        self.audit.appends = audit;
+        self
     }
 
     /// A log by its name in the API (`log`/`events`, `audit`).

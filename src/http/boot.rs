@@ -15,13 +15,13 @@
 //! Nothing here needs a session: these URLs reveal only what a booting machine must fetch.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::Context;
 use super::files::{self, plain};
+use super::{ClientAddress, Context};
 use crate::boot::{Identity, scripts};
 use crate::eventlog::Event;
 use crate::eventlog::domain::{BootServed, DomainEvent};
@@ -29,11 +29,13 @@ use crate::osimage::profile;
 
 /// The boot routes; `secure` says whether this listener is HTTPS (for the URLs in scripts).
 pub fn routes(secure: bool) -> Router<Context> {
-    let by_identity =
-        move |state: State<Context>,
-              path: Path<(String, String, String)>,
-              method: Method,
-              headers: HeaderMap| { by_identity(state, path, method, headers, secure) };
+    let by_identity = move |state: State<Context>,
+                            path: Path<(String, String, String)>,
+                            method: Method,
+                            headers: HeaderMap,
+                            client: Option<Extension<ClientAddress>>| {
+        by_identity(state, path, method, headers, client, secure)
+    };
     Router::new()
         .route("/confluent-public/{*path}", get(public_file))
         .route("/boot/su/{id}", get(short_link))
@@ -42,7 +44,11 @@ pub fn routes(secure: bool) -> Router<Context> {
         .route("/confluent-api/boot/{kind}/{id}/{*file}", get(by_identity))
 }
 
-fn script(text: String) -> Response {
+/// A rendered boot script, counted with the boot files.
+fn script(context: &Context, text: String) -> Response {
+    let counters = &context.api.metrics.http_boot;
+    counters.scripts.inc();
+    counters.bytes_http.inc_by(text.len() as u64);
     (
         StatusCode::OK,
         [
@@ -72,14 +78,37 @@ fn request_host(headers: &HeaderMap) -> Option<&str> {
     plausible.then_some(host)
 }
 
+/// Report the boot phase a request stands for (by its file name) to the boot phase metrics.
+fn reached(context: &Context, client: Option<&Extension<ClientAddress>>, path: &str) {
+    if let (Some(Extension(ClientAddress(client))), Some(phase)) =
+        (client, crate::deploy::phase::of_file(path))
+    {
+        context
+            .api
+            .metrics
+            .boot_phases
+            .reached(*client, phase, std::time::Instant::now());
+    }
+}
+
 async fn public_file(
     State(context): State<Context>,
     Path(path): Path<String>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
 ) -> Response {
+    reached(&context, client.as_ref(), &path);
     let boot = &context.boot;
-    files::serve(&boot.public, &path, &context.file_cache, &method, &headers).await
+    files::serve(
+        &boot.public,
+        &path,
+        &context.file_cache,
+        &method,
+        &headers,
+        &context.api.metrics.http_boot,
+    )
+    .await
 }
 
 async fn short_link(State(context): State<Context>, Path(id): Path<String>) -> Response {
@@ -141,6 +170,7 @@ async fn boot_image(
                 &context.file_cache,
                 method,
                 headers,
+                &context.api.metrics.http_boot,
             )
             .await
         }
@@ -180,6 +210,7 @@ async fn by_identity(
     Path((kind, id, file)): Path<(String, String, String)>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
     secure: bool,
 ) -> Response {
     let Some(identity) = Identity::parse(&kind, &id) else {
@@ -191,6 +222,7 @@ async fn by_identity(
     // Shim asks for `<its directory>//grubx64.efi` (it appends `/grubx64.efi` to a directory
     // that ends in `/`): read empty components as nothing.
     let file = file.trim_start_matches('/');
+    reached(&context, client.as_ref(), file);
     let boot = &context.boot;
     // The EFI loaders for UEFI HTTP boot: the same for every machine.
     if let Some(loader) = http_boot_loader(file) {
@@ -200,6 +232,7 @@ async fn by_identity(
             &context.file_cache,
             &method,
             &headers,
+            &context.api.metrics.http_boot,
         )
         .await;
     }
@@ -239,7 +272,7 @@ async fn by_identity(
             }
         };
         record(&context, Some(&node.name), outcome("local boot"));
-        return script(body);
+        return script(&context, body);
     };
     if file == BOOT_IMAGE {
         return boot_image(
@@ -285,5 +318,5 @@ async fn by_identity(
         scripts::grub(&profile, host, secure)
     };
     record(&context, Some(&node.name), outcome("boot script"));
-    script(body)
+    script(&context, body)
 }

@@ -212,6 +212,7 @@ pub async fn serve(
     cache: &SmallFileCache,
     method: &Method,
     headers: &HeaderMap,
+    counters: &crate::metrics::HttpBootMetrics,
 ) -> Response {
     let key = cache_key(root.path(), request);
     if let Some(cached) = cache.get(&key) {
@@ -221,7 +222,7 @@ pub async fn serve(
             etag: cached.etag,
             source: Source::Memory(cached.content),
         };
-        return respond(opened, method, headers);
+        return respond(opened, method, headers, counters);
     }
     let (root, request) = (root.clone(), request.to_string());
     let opened = tokio::task::spawn_blocking(move || open(&root, &request)).await;
@@ -258,10 +259,15 @@ pub async fn serve(
             },
         );
     }
-    respond(opened, method, headers)
+    respond(opened, method, headers, counters)
 }
 
-fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Response {
+fn respond(
+    opened: Opened,
+    method: &Method,
+    headers: &HeaderMap,
+    counters: &crate::metrics::HttpBootMetrics,
+) -> Response {
     let Opened {
         content_type,
         length,
@@ -311,11 +317,18 @@ fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Response {
     if method == Method::HEAD || count == 0 {
         return (status, response_headers).into_response();
     }
+    counters.files.inc();
     let body = match source {
         Source::Memory(content) => {
+            counters.bytes_http.inc_by(count);
             Body::from(content.slice(start as usize..(start + count) as usize))
         }
-        Source::File(file) => Body::new(ReadAhead::start(file, start, count)),
+        Source::File(file) => Body::new(ReadAhead::start(
+            file,
+            start,
+            count,
+            counters.bytes_http.clone(),
+        )),
     };
     (status, response_headers, body).into_response()
 }
@@ -325,10 +338,18 @@ fn respond(opened: Opened, method: &Method, headers: &HeaderMap) -> Response {
 /// writes overlap. Dropping the body (client gone) stops the reader.
 struct ReadAhead {
     chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    /// Counts the bytes of each chunk as hyper takes it (not as it is read ahead, so that a
+    /// client gone early is not counted for what it never received).
+    sent: crate::metrics::Counter,
 }
 
 impl ReadAhead {
-    fn start(file: std::fs::File, start: u64, count: u64) -> ReadAhead {
+    fn start(
+        file: std::fs::File,
+        start: u64,
+        count: u64,
+        sent: crate::metrics::Counter,
+    ) -> ReadAhead {
         let (sender, chunks) = tokio::sync::mpsc::channel(READ_AHEAD);
         let file = Arc::new(file);
         tokio::spawn(async move {
@@ -347,7 +368,7 @@ impl ReadAhead {
                 offset += size as u64;
             }
         });
-        ReadAhead { chunks }
+        ReadAhead { chunks, sent }
     }
 }
 
@@ -397,9 +418,11 @@ impl http_body::Body for ReadAhead {
         mut self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.chunks
-            .poll_recv(context)
-            .map(|chunk| chunk.map(|chunk| chunk.map(http_body::Frame::data)))
+        let polled = self.chunks.poll_recv(context);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.sent.inc_by(chunk.len() as u64);
+        }
+        polled.map(|chunk| chunk.map(|chunk| chunk.map(http_body::Frame::data)))
     }
 }
 

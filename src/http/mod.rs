@@ -49,6 +49,8 @@ pub struct Context {
     pub boot: Arc<crate::boot::Boot>,
     /// Small boot files recently served.
     pub file_cache: Arc<files::SmallFileCache>,
+    /// Serve `/metrics` without authentication, also on plain HTTP (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 impl Context {
@@ -57,9 +59,24 @@ impl Context {
             api,
             boot,
             file_cache: Arc::default(),
+            metrics_public: false,
         }
     }
+
+    /// Serve `/metrics` to anyone (a scrape target on a trusted network).
+    pub fn with_public_metrics(mut self, public: bool) -> Context {
+        self.metrics_public = public;
+        self
+    }
 }
+
+/// The address of the client of a request, for the boot phase metrics (set by the connection
+/// loop on every request).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+/// The metrics route.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Most connections served at once per listener.
 const MAX_CONNECTIONS: usize = 8192;
@@ -119,6 +136,11 @@ pub const HTTP_ROUTES: &[api::resources::Route] = &[
         path: "/sessions/current/logout",
         operations: &[Operation::Retrieve, Operation::Create, Operation::Delete],
     },
+    // Prometheus metrics (Monitor and above; anyone with `--metrics-public`).
+    api::resources::Route {
+        path: METRICS_PATH,
+        operations: &[Operation::Retrieve],
+    },
 ];
 
 /// Session cookie name (reference 6).
@@ -171,7 +193,26 @@ pub fn router(context: Context, transport: Transport) -> Router {
         .layer(axum::Extension(transport))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true));
-    boot::routes(transport.tls).merge(api).with_state(context)
+    let mut public = boot::routes(transport.tls);
+    if context.metrics_public {
+        // Outside the plain-HTTP guard and authentication: a scrape target on a trusted
+        // network.
+        public = public.route(METRICS_PATH, axum::routing::get(metrics_response));
+    }
+    public.merge(api).with_state(context)
+}
+
+/// `/metrics`: the OpenMetrics text of every metric.
+async fn metrics_response(State(context): State<Context>) -> Response {
+    let text = context.api.metrics.encode();
+    with_headers(
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+    )
 }
 
 /// Without TLS, only the public boot paths pass (unless `--http-allow-api`): credentials and
@@ -225,11 +266,13 @@ impl Service for HttpService {
                     let boot = self.context.boot.clone();
                     let cache = self.context.file_cache.clone();
                     let events = self.context.api.events.clone();
+                    let metrics = self.context.api.metrics.clone();
                     async move {
                         let _ = stream.set_nodelay(true);
                         let peer_info = Peer {
                             address: peer,
                             events,
+                            metrics,
                         };
                         if let Err(error) =
                             serve_connection(stream, peer_info, tls, app, boot, cache, token).await
@@ -248,6 +291,8 @@ impl Service for HttpService {
 struct Peer {
     address: std::net::SocketAddr,
     events: Arc<crate::eventlog::EventLogs>,
+    /// Where the connection's `sendfile` transfers are counted.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One HTTP(S) connection: TLS handshake when configured, then HTTP/1.1 or h2 with upgrades.
@@ -260,8 +305,10 @@ async fn serve_connection(
     cache: Arc<files::SmallFileCache>,
     shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let service = hyper::service::service_fn(move |request| {
+    let client = ClientAddress(peer.address.ip());
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         let app = app.clone();
+        request.extensions_mut().insert(client);
         async move {
             use tower::ServiceExt;
             app.oneshot(request).await
@@ -291,7 +338,7 @@ async fn serve_connection(
             // Large public files first, with sendfile; hyper takes whatever comes next.
             let mut stream = stream;
             let next = tokio::select! {
-                next = sendfile::serve_leading_files(&mut stream, &boot, &cache) => next?,
+                next = sendfile::serve_leading_files(&mut stream, &boot, &cache, &peer.metrics) => next?,
                 () = shutdown.cancelled() => return Ok(()),
             };
             if let sendfile::Next::Close = next {
@@ -806,6 +853,13 @@ async fn tree_authenticated(
         path: if path.is_empty() { "/".into() } else { path },
         parameters,
     };
+    if request.path == METRICS_PATH && operation == Operation::Retrieve {
+        if let Err(error) = api::authorize(&context.api.auth.roles, caller, &request) {
+            api::audit::record(&context.api, caller, &request, true, Err(&error)).await;
+            return error_response(&error);
+        }
+        return metrics_response(State(context.clone())).await;
+    }
     if request.path.starts_with("/sessions/current/") {
         if let Err(error) = api::authorize(&context.api.auth.roles, caller, &request) {
             api::audit::record(&context.api, caller, &request, true, Err(&error)).await;

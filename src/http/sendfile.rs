@@ -79,6 +79,7 @@ pub async fn serve_leading_files(
     stream: &mut TcpStream,
     boot: &Arc<Boot>,
     cache: &SmallFileCache,
+    metrics: &crate::metrics::Metrics,
 ) -> std::io::Result<Next> {
     let mut buffer = vec![0u8; MAX_HEAD];
     loop {
@@ -99,6 +100,7 @@ pub async fn serve_leading_files(
         if cache.holds(boot.public.path(), &relative) {
             return Ok(Next::Hyper);
         }
+        let phase = crate::deploy::phase::of_file(&relative);
         let opened = {
             let boot = boot.clone();
             tokio::task::spawn_blocking(move || open_large(&boot, &relative)).await
@@ -119,8 +121,14 @@ pub async fn serve_leading_files(
         // Corked: the head and the file leave in full-sized segments, as with nginx's
         // `tcp_nopush`.
         set_cork(stream, true);
+        if let (Some(phase), Ok(peer)) = (phase, stream.peer_addr()) {
+            metrics
+                .boot_phases
+                .reached(peer.ip(), phase, std::time::Instant::now());
+        }
+        metrics.http_boot.files.inc();
         stream.write_all(response.as_bytes()).await?;
-        let sent = send_file(stream, &file, length).await;
+        let sent = send_file(stream, &file, length, &metrics.http_boot.bytes_sendfile).await;
         set_cork(stream, false);
         sent?;
         if close {
@@ -150,7 +158,12 @@ fn open_large(boot: &Boot, relative: &str) -> Option<(std::fs::File, u64, String
 }
 
 /// `sendfile` the whole file to the socket as it becomes writable.
-async fn send_file(stream: &TcpStream, file: &std::fs::File, length: u64) -> std::io::Result<()> {
+async fn send_file(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    length: u64,
+    sent_bytes: &crate::metrics::Counter,
+) -> std::io::Result<()> {
     let mut offset: libc::off_t = 0;
     while (offset as u64) < length {
         stream.writable().await?;
@@ -174,7 +187,9 @@ async fn send_file(stream: &TcpStream, file: &std::fs::File, length: u64) -> std
                     "the file shrank while being sent",
                 ));
             }
-            Ok(_) => {}
+            Ok(sent) => {
+                sent_bytes.inc_by(u64::try_from(sent).unwrap_or(0));
+            }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error),
         }

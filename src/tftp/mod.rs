@@ -23,7 +23,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -34,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::metrics::{BootPhases, Counter};
 use crate::proto::tftp::{self as wire, ErrorCode, Mode, Options, Packet};
 pub use root::TftpOpenError;
 use socket::ListenSocket;
@@ -102,25 +102,28 @@ impl Default for TftpLimits {
     }
 }
 
-/// Counters of the service, shared with whoever wants to read them.
+/// Counters of the service, shared with whoever wants to read them: the daemon's metrics
+/// (`confluent_tftp_*`) when it has any, so each event is counted once.
 #[derive(Debug, Default)]
 pub struct TftpStats {
     /// Read and write requests received.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Transfers acknowledged to the last block.
-    pub completed: AtomicU64,
+    pub completed: Counter,
     /// Transfers that timed out or hit a socket or read error.
-    pub failed: AtomicU64,
+    pub failed: Counter,
     /// Transfers the client ended with an ERROR packet (UEFI does after reading `tsize`).
-    pub aborted: AtomicU64,
+    pub aborted: Counter,
     /// Requests refused: write requests, names outside the root or invalid, mail mode.
-    pub refused: AtomicU64,
+    pub refused: Counter,
     /// Requests for files that do not exist.
-    pub not_found: AtomicU64,
+    pub not_found: Counter,
     /// Requests turned away because `max_transfers` were in progress.
-    pub busy: AtomicU64,
+    pub busy: Counter,
     /// Datagrams on the listening socket that are not a valid request.
-    pub malformed: AtomicU64,
+    pub malformed: Counter,
+    /// File bytes of completed transfers.
+    pub bytes: Counter,
 }
 
 /// A copy of [`TftpStats`] at one moment.
@@ -137,8 +140,23 @@ pub struct TftpCounts {
 }
 
 impl TftpStats {
+    /// Counters that are the handles of `metrics`.
+    pub fn counting_into(metrics: &crate::metrics::TftpMetrics) -> TftpStats {
+        TftpStats {
+            requests: metrics.requests.clone(),
+            completed: metrics.outcome("completed"),
+            failed: metrics.outcome("failed"),
+            aborted: metrics.outcome("aborted"),
+            refused: metrics.outcome("refused"),
+            not_found: metrics.outcome("not_found"),
+            busy: metrics.outcome("busy"),
+            malformed: metrics.malformed.clone(),
+            bytes: metrics.bytes.clone(),
+        }
+    }
+
     pub fn snapshot(&self) -> TftpCounts {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let read = |counter: &Counter| counter.get();
         TftpCounts {
             requests: read(&self.requests),
             completed: read(&self.completed),
@@ -152,8 +170,8 @@ impl TftpStats {
     }
 }
 
-fn count(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+fn count(counter: &Counter) {
+    counter.inc();
 }
 
 /// What every transfer needs.
@@ -162,6 +180,8 @@ struct Shared {
     files: Arc<dyn VirtualFiles>,
     limits: TftpLimits,
     stats: Arc<TftpStats>,
+    /// Boot attempts whose loader, script, kernel or initramfs may come over TFTP.
+    boot_phases: Option<Arc<BootPhases>>,
     /// The listening address: transfers use its IP when the packet info gives none.
     listen_ip: IpAddr,
 }
@@ -181,6 +201,19 @@ impl TftpService {
         files: Arc<dyn VirtualFiles>,
         limits: TftpLimits,
     ) -> Result<TftpService, TftpBindError> {
+        TftpService::bind_counted(address, root, files, limits, Arc::default(), None)
+    }
+
+    /// [`bind`](Self::bind), counting into `stats` (the daemon's metrics) and reporting boot
+    /// files served to `boot_phases`.
+    pub fn bind_counted(
+        address: SocketAddr,
+        root: &Path,
+        files: Arc<dyn VirtualFiles>,
+        limits: TftpLimits,
+        stats: Arc<TftpStats>,
+        boot_phases: Option<Arc<BootPhases>>,
+    ) -> Result<TftpService, TftpBindError> {
         let root = crate::fsroot::ConfinedRoot::new(root).map_err(TftpBindError::Root)?;
         let socket = ListenSocket::bind(address)?;
         Ok(TftpService {
@@ -188,7 +221,8 @@ impl TftpService {
                 root,
                 files,
                 limits,
-                stats: Arc::default(),
+                stats,
+                boot_phases,
                 listen_ip: socket.local_addr().ip(),
             }),
             socket,
@@ -382,6 +416,12 @@ impl PendingRead {
                 return;
             }
         };
+        if let Some(boot_phases) = &shared.boot_phases
+            && let Some(phase) =
+                crate::deploy::phase::of_file(&String::from_utf8_lossy(&self.filename))
+        {
+            boot_phases.reached(peer.ip(), phase, Instant::now());
+        }
         let blksize_cap = match mtu {
             Some(mtu) => {
                 let overhead = if peer.is_ipv4() { 32 } else { 52 };
@@ -402,6 +442,7 @@ impl PendingRead {
         match transfer::send(&socket, &mut source, &plan, &shared.limits, shutdown).await {
             Ok(bytes) => {
                 count(&stats.completed);
+                stats.bytes.inc_by(bytes);
                 tracing::debug!(
                     bytes,
                     milliseconds = started.elapsed().as_millis(),
