@@ -129,8 +129,60 @@ fn a_failing_journal_gives_every_transport_the_same_safe_error() {
     assert_eq!(http_error["error"], socket_error["error"]);
     assert_safe(&http_error.to_string(), dir.path());
 
+    // The WebSocket, with the same request as a frame.
+    let frame = json!({
+        "operation": "update",
+        "path": "/noderange/n1/attributes/all",
+        "parameters": change,
+    });
+    let websocket_error = websocket_request(daemon.listener("http"), &token, &frame);
+    assert_eq!(
+        websocket_error["code"], socket_error["code"],
+        "{websocket_error}"
+    );
+    assert_eq!(websocket_error["errorcode"], socket_error["errorcode"]);
+    assert_eq!(websocket_error["error"], socket_error["error"]);
+    assert_safe(&websocket_error.to_string(), dir.path());
+
     // The daemon still answers reads. (Whether the refused change is rolled back in memory is
     // the configuration engine's business; see the engine's apply-before-sync note.)
     let listing = client.request("retrieve", "/nodes/", json!({})).unwrap();
     assert!(format!("{listing:?}").contains("n1/"), "{listing:?}");
+}
+
+/// Send one request frame on `/sessions/current/async` and return the first answer.
+fn websocket_request(address: std::net::SocketAddr, token: &str, frame: &Value) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+        let mut request = format!("ws://{address}/sessions/current/async")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket upgrade");
+        socket
+            .send(Message::Text(format!("!{frame}").into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+                .await
+                .expect("an answer within 10 s")
+                .expect("stream open")
+                .expect("valid frame");
+            if let Message::Text(text) = message
+                && let Some(body) = text.strip_prefix('!')
+            {
+                return serde_json::from_str(body).expect("a JSON answer");
+            }
+        }
+    })
 }

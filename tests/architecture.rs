@@ -217,3 +217,23 @@ fn an_upward_import_is_caught() {
         "{found:#?}"
     );
 }
+
+/// Every transport answers through `api::handle`, which holds the only call of
+/// `api::authorize`: a second call site would be a second way to decide.
+#[test]
+fn authorize_has_exactly_one_call_site() {
+    let mut paths = Vec::new();
+    rust_files(&Path::new(ROOT).join("src"), &mut paths);
+    let mut sites = Vec::new();
+    for path in paths {
+        let source = std::fs::read_to_string(&path).expect("source is readable");
+        for (number, line) in source.lines().enumerate() {
+            let code = line.find("//").map_or(line, |comment| &line[..comment]);
+            if code.contains("authorize(") && !code.contains("fn authorize(") {
+                sites.push(format!("{}:{}", path.display(), number + 1));
+            }
+        }
+    }
+    assert_eq!(sites.len(), 1, "authorize call sites: {sites:#?}");
+    assert!(sites[0].contains("src/api/mod.rs"), "{sites:#?}");
+}

@@ -1,5 +1,5 @@
-//! The authorization matrix: every route of the tree (`api::resources::ROUTES`) and of the HTTP
-//! transport (`http::HTTP_ROUTES`), every operation it answers, against every built-in role.
+//! The authorization matrix: every route of the one route table (`api::routes::ROUTES`, what
+//! every transport serves), every operation it answers, against every built-in role.
 //! A route or operation missing from `MATRIX` (or listed here but gone) fails the test, so a new
 //! route cannot ship without a decision about who may use it.
 
@@ -54,6 +54,8 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/noderange/{range}/attributes/", "retrieve", "AO--"),
     ("/noderange/{range}/attributes/all", "retrieve", "AOM-"),
     ("/noderange/{range}/attributes/all", "update", "AO--"),
+    // Watching attributes is reading them over time: as `retrieve`.
+    ("/noderange/{range}/attributes/all", "start", "AOM-"),
     ("/noderange/{range}/attributes/current", "retrieve", "AOM-"),
     ("/noderange/{range}/attributes/current", "update", "AO--"),
     (
@@ -77,7 +79,8 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("/nodegroups/{group}/attributes/rename", "update", "AO--"),
     ("/events/", "retrieve", "AO--"),
     ("/events/{log}", "retrieve", "AO--"),
-    ("/events/{log}", "start", "A---"),
+    // Following a log is reading it over time: as `retrieve`.
+    ("/events/{log}", "start", "AO--"),
     ("/users/", "retrieve", "AO--"),
     ("/users/", "create", "A---"),
     ("/users/{user}", "retrieve", "AO--"),
@@ -128,9 +131,8 @@ fn request(route: &str, operation: Operation) -> Request {
 }
 
 fn all_routes() -> BTreeSet<(String, &'static str)> {
-    confluent::api::resources::ROUTES
+    confluent::api::routes::ROUTES
         .iter()
-        .chain(confluent::http::HTTP_ROUTES)
         .flat_map(|route| {
             route
                 .operations

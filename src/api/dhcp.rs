@@ -18,7 +18,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Context;
-use super::resources::commit_plan;
+use super::commit::commit;
 use super::{ApiError, ErrorCode};
 use crate::config::plan;
 use crate::dhcp::interfaces as served;
@@ -59,7 +59,7 @@ async fn store(context: &Context, fields: Map<String, Value>) -> Result<Vec<Valu
             &error,
         )
     })?;
-    commit_plan(context, move |_, _| {
+    commit(context, move |_, _| {
         Ok(plan::set_global(&key, Some(value.clone())))
     })
     .await?;
@@ -143,7 +143,7 @@ pub async fn subnets(
                 return Err(no_such(subnet));
             }
             let key = subnets::key_of(subnet);
-            commit_plan(context, move |_, _| Ok(plan::set_global(&key, None))).await?;
+            commit(context, move |_, _| Ok(plan::set_global(&key, None))).await?;
             Ok(vec![json!({ "deleted": subnet.to_string() })])
         }
         (Operation::Create, _) => Err(ApiError::bad_request(
@@ -210,7 +210,7 @@ pub async fn interfaces(
                 .map_err(|error: String| ApiError::new(ErrorCode::BadRequest, error))?;
             let key = served::key_of(name);
             let value = json!({ "mode": mode.name() });
-            commit_plan(context, move |_, _| {
+            commit(context, move |_, _| {
                 Ok(plan::set_global(&key, Some(value.clone())))
             })
             .await?;
@@ -226,7 +226,7 @@ pub async fn interfaces(
                     format!("interface {name} has no DHCP setting in the configuration"),
                 ));
             }
-            commit_plan(context, move |_, _| Ok(plan::set_global(&key, None))).await?;
+            commit(context, move |_, _| Ok(plan::set_global(&key, None))).await?;
             Ok(vec![json!({ "deleted": name })])
         }
         (Operation::Retrieve | Operation::Update | Operation::Delete, _) => Err(

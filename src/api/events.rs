@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::Context;
-use crate::eventlog::{EventLog, Filter, Order, Query, domain, timestamp};
+use crate::eventlog::{Delivery, EventLog, Filter, Order, Query, domain, timestamp};
 
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -147,4 +147,28 @@ pub fn boot_timelines(context: &Context, nodes: &[std::sync::Arc<str>]) -> Vec<V
             json!({"databynode": {node.to_string(): timeline.to_json(now)}})
         })
         .collect()
+}
+
+/// `/events/{log}`: `retrieve` queries the log, `start` follows it: `{"event": record}`
+/// messages (and `{"missed": N}` when the client fell behind), newer records only unless
+/// `since` says otherwise, until the client goes away.
+pub async fn log(call: &super::routes::Call<'_>) -> Result<super::Answer, ApiError> {
+    let context = call.context;
+    let log = context
+        .events
+        .by_name(call.segment(1))
+        .ok_or_else(|| ApiError::not_found(format!("no log named {}", call.segment(1))))?;
+    let parameters = call.parameters();
+    if call.operation() != super::Operation::Start {
+        return query(context, log, parameters).map(super::Answer::Values);
+    }
+    let subscription = log.subscribe(filter(context, parameters)?, since(parameters)?);
+    let stream = futures_util::stream::unfold(subscription, |mut subscription| async move {
+        let message = match subscription.next().await? {
+            Delivery::Record(record) => json!({"event": record.to_json()}),
+            Delivery::Missed(count) => json!({"missed": count}),
+        };
+        Some((message, subscription))
+    });
+    Ok(super::Answer::Stream(Box::pin(stream)))
 }

@@ -1,19 +1,25 @@
 //! The one resource tree (reference section 1): requests `{operation, path, parameters}`
-//! answered by a stream of JSON messages, whatever the transport. Every request goes through
-//! [`authorize`] before it reaches a handler; the routes it decides on are listed in
-//! [`resources::ROUTES`] (and `http::HTTP_ROUTES`), which the authorization matrix test
-//! enumerates.
+//! answered by JSON messages, whatever the transport. Every request of every transport (the
+//! unix and TLS sockets, HTTP, the WebSocket) goes through [`handle`], whose [`authorize`] is
+//! the only authorization decision, before the route table ([`routes::ROUTES`], which the
+//! authorization matrix test enumerates) hands it to its handler.
 //!
-//! This module knows nothing of sockets; [`socket`] serves it over the unix socket with
-//! Confluent's TLV framing.
+//! The transports live elsewhere: [`socket`] (Confluent's TLV framing) here, HTTP and the
+//! WebSocket in `http`.
 
+pub mod attributes;
 pub mod audit;
+pub mod commit;
 pub mod dhcp;
 pub mod error;
 pub mod events;
-pub mod resources;
+pub mod groups;
+pub mod nodes;
+pub mod routes;
 pub mod socket;
 pub mod users;
+
+use std::pin::Pin;
 
 use std::sync::Arc;
 
@@ -95,6 +101,48 @@ pub struct Request {
     pub parameters: Value,
 }
 
+/// Messages produced over time; dropping the stream cancels the work behind it.
+pub type MessageStream = Pin<Box<dyn futures_util::Stream<Item = Value> + Send>>;
+
+/// An answer.
+pub enum Answer {
+    /// JSON messages, in the order they are sent.
+    Values(Vec<Value>),
+    /// Messages already encoded as JSON text (the hot path of large attribute reads, which
+    /// never builds a `Value` per attribute).
+    Encoded(Vec<Vec<u8>>),
+    /// One message that is already the whole document a merging transport would build (a
+    /// single node's attributes): HTTP sends it as is, the sockets as one message.
+    Document(Vec<u8>),
+    /// A text document (the metrics): HTTP sends it with its content type, the sockets as
+    /// `{"text": ...}`.
+    Text {
+        content_type: &'static str,
+        body: String,
+    },
+    /// Messages produced over time (following a log, watching attributes, results per node as
+    /// they arrive): transports send each as it comes until the stream ends or the client
+    /// goes away.
+    Stream(MessageStream),
+}
+
+impl Answer {
+    /// The messages as values (transports that merge or inspect them). A stream is not
+    /// collected: it yields nothing here.
+    pub fn into_values(self) -> Vec<Value> {
+        match self {
+            Answer::Values(values) => values,
+            Answer::Encoded(encoded) => encoded
+                .iter()
+                .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+                .collect(),
+            Answer::Document(bytes) => serde_json::from_slice(&bytes).into_iter().collect(),
+            Answer::Text { body, .. } => vec![serde_json::json!({ "text": body })],
+            Answer::Stream(_) => Vec::new(),
+        }
+    }
+}
+
 /// Routes every authenticated caller may use, whatever its role (its own session).
 const SESSION_ROUTES: [&str; 2] = ["/sessions/current/info", "/sessions/current/logout"];
 
@@ -165,13 +213,20 @@ pub fn authorize(roles: &RoleTable, caller: &Caller, request: &Request) -> Resul
     }
 }
 
-/// Authorize then answer a request; the messages are in the order they should be sent.
-pub async fn handle(context: &Context, caller: &Caller, mut request: Request) -> resources::Answer {
+/// Authorize, then answer a request with its route's handler. The only call of
+/// [`authorize`]: every transport answers every request through here. `session` is the HTTP
+/// session the request came with (`/sessions/current/...`).
+pub async fn handle(
+    context: &Context,
+    caller: &Caller,
+    session: Option<&str>,
+    mut request: Request,
+) -> Result<Answer, ApiError> {
     // Labelled by the route pattern the path matches, never the path itself, so that the
     // number of series stays bounded whatever callers ask for.
     let route = canonical_path(&request.path)
         .ok()
-        .and_then(|path| resources::route_of(&path))
+        .and_then(|path| routes::route_of(&path))
         .map_or("other", |route| route.path);
     let operation = request.operation.as_str();
     let count = |status: u16| {
@@ -188,13 +243,13 @@ pub async fn handle(context: &Context, caller: &Caller, mut request: Request) ->
     if let Err(error) = authorize(&context.auth.roles, caller, &request) {
         count(error.status());
         audit::record(context, caller, &request, true, Err(&error)).await;
-        return resources::Answer::Values(vec![error.to_json()]);
+        return Err(error);
     }
     // Handlers see the path authorization decided on.
     if let Ok(path) = canonical_path(&request.path) {
         request.path = path;
     }
-    let result = resources::dispatch(context, caller, &request).await;
+    let result = routes::dispatch(context, caller, session, &request).await;
     let hidden = result.as_ref().err().is_some_and(|error| error.hidden);
     if audit::audited(request.operation) || hidden {
         audit::record(
@@ -206,22 +261,9 @@ pub async fn handle(context: &Context, caller: &Caller, mut request: Request) ->
         )
         .await;
     }
-    // A handler may answer a whole-request error as its only message (what the HTTP transport
-    // turns into that status): counted with that status too.
     count(match &result {
         Err(error) => error.status(),
-        Ok(resources::Answer::Values(messages)) => match messages.as_slice() {
-            [message] => message
-                .get("errorcode")
-                .and_then(Value::as_u64)
-                .and_then(|code| u16::try_from(code).ok())
-                .unwrap_or(200),
-            _ => 200,
-        },
         Ok(_) => 200,
     });
-    match result {
-        Ok(answer) => answer,
-        Err(error) => resources::Answer::Values(vec![error.to_json()]),
-    }
+    result
 }

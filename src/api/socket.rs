@@ -20,10 +20,11 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use super::{ApiError, Caller, Operation, Request};
+use super::{Answer, ApiError, Caller, Operation, Request};
 use crate::proto::tlv::{self, FrameType};
 use crate::service::Service;
 use crate::service::serve_connections;
+use futures_util::FutureExt as _;
 
 /// Banner sent first on every connection (protocol version 4).
 pub const BANNER: &str = "Confluent -- v4 --";
@@ -418,47 +419,39 @@ where
             continue;
         };
         let answer = match parse_request(&message) {
-            Ok(request)
-                if request.operation == Operation::Start && stream_log(&request.path).is_some() =>
-            {
-                // The connection now belongs to the stream until the client goes away.
-                return stream_events(
-                    &mut reader,
-                    &mut writer,
-                    &context,
-                    &trusted,
-                    request,
-                    shutdown,
-                )
-                .await;
-            }
-            Ok(request) => super::handle(&context, &trusted, request).await,
-            Err(error) => {
-                super::resources::Answer::Values(vec![ApiError::bad_request(error).to_json()])
-            }
+            Ok(request) => super::handle(&context, &trusted, None, request).await,
+            Err(error) => Err(ApiError::bad_request(error)),
         };
         let large = match &answer {
-            super::resources::Answer::Values(messages) => messages.len() >= LARGE_ANSWER,
-            super::resources::Answer::Encoded(messages) => messages.len() >= LARGE_ANSWER,
-            super::resources::Answer::Document(_) => false,
+            Ok(Answer::Values(messages)) => messages.len() >= LARGE_ANSWER,
+            Ok(Answer::Encoded(messages)) => messages.len() >= LARGE_ANSWER,
+            _ => false,
         };
         match answer {
-            super::resources::Answer::Values(messages) => {
+            Err(error) => write_json(&mut writer, &error.to_json()).await?,
+            Ok(Answer::Values(messages)) => {
                 for message in &messages {
                     write_json(&mut writer, message).await?;
                 }
             }
-            super::resources::Answer::Encoded(messages) => {
+            Ok(Answer::Encoded(messages)) => {
                 for message in &messages {
                     writer
                         .write_all(&tlv::encode(FrameType::Json, message)?)
                         .await?;
                 }
             }
-            super::resources::Answer::Document(document) => {
+            Ok(Answer::Document(document)) => {
                 writer
                     .write_all(&tlv::encode(FrameType::Json, &document)?)
                     .await?;
+            }
+            Ok(Answer::Text { body, .. }) => {
+                write_json(&mut writer, &json!({ "text": body })).await?;
+            }
+            Ok(Answer::Stream(stream)) => {
+                // The connection now belongs to the stream until the client goes away.
+                return forward_stream(&mut reader, &mut writer, stream, shutdown).await;
             }
         }
         write_json(&mut writer, &json!({"_requestdone": 1})).await?;
@@ -507,73 +500,39 @@ fn release_freed_memory() {
     }
 }
 
-/// The log a `start` request streams (`/events/log`, `/events/audit`).
-fn stream_log(path: &str) -> Option<&str> {
-    match path.trim_matches('/') {
-        "events/log" => Some("events"),
-        "events/audit" => Some("audit"),
-        _ => None,
-    }
-}
-
-/// `start /events/log`: `{"event": record}` frames (and `{"missed": N}` when the client fell
-/// behind) until the client disconnects. Parameters are those of a query: `noderange`, `types`,
-/// `since`.
-async fn stream_events<R, W>(
+/// Send a streamed answer's messages as they come (a batch per flush) until the stream ends,
+/// the client goes away (end of input; other input while streaming is ignored) or the daemon
+/// stops. Dropping the stream cancels whatever produced it.
+async fn forward_stream<R, W>(
     reader: &mut R,
     writer: &mut W,
-    context: &Context,
-    caller: &Caller,
-    request: Request,
+    mut stream: super::MessageStream,
     shutdown: CancellationToken,
 ) -> Result<(), FrameError>
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,
 {
-    let log = stream_log(&request.path).and_then(|name| context.events.by_name(name));
-    let authorized = super::authorize(&context.auth.roles, caller, &request);
-    if let Err(error) = &authorized {
-        super::audit::record(context, caller, &request, true, Err(error)).await;
-    }
-    let prepared = authorized.and_then(|()| {
-        let filter = super::events::filter(context, &request.parameters)?;
-        let since = super::events::since(&request.parameters)?;
-        log.map(|log| log.subscribe(filter, since))
-            .ok_or_else(|| super::ApiError::not_found("no such log"))
-    });
-    let mut subscription = match prepared {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            write_json(writer, &error.to_json()).await?;
-            write_json(writer, &json!({"_requestdone": 1})).await?;
-            writer.flush().await?;
-            return Ok(());
-        }
-    };
+    use futures_util::StreamExt as _;
     let mut scratch = [0u8; 512];
     loop {
-        let delivery = tokio::select! {
-            delivery = subscription.next() => delivery,
+        let message = tokio::select! {
+            message = stream.next() => message,
             read = reader.read(&mut scratch) => match read {
-                // Input while streaming is ignored; the end of input ends the stream.
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(_) => continue,
             },
             () = shutdown.cancelled() => return Ok(()),
         };
-        // The log closes only when the daemon stops.
-        let Some(delivery) = delivery else {
+        let Some(message) = message else {
+            write_json(writer, &json!({"_requestdone": 1})).await?;
+            writer.flush().await?;
             return Ok(());
         };
-        let mut next = Some(delivery);
-        while let Some(delivery) = next {
-            let message = match delivery {
-                crate::eventlog::Delivery::Record(record) => json!({"event": record.to_json()}),
-                crate::eventlog::Delivery::Missed(count) => json!({"missed": count}),
-            };
+        write_json(writer, &message).await?;
+        // Whatever else is ready goes out in the same flush.
+        while let Some(Some(message)) = stream.next().now_or_never() {
             write_json(writer, &message).await?;
-            next = subscription.try_next();
         }
         writer.flush().await?;
     }

@@ -347,5 +347,5 @@ async fn commit(
         })
         .await
         .map(|_| ())
-        .map_err(super::resources::change_error)
+        .map_err(super::commit::change_error)
 }

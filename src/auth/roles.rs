@@ -136,6 +136,9 @@ impl Default for RoleTable {
                         "/sessions/current/async",
                         "/nodes/*/console/session*",
                         "/nodes/*/shell/sessions*",
+                        // Following a log or attributes: reading them over time.
+                        "/events/*",
+                        "/noderange/*/attributes/all",
                     ],
                 ),
                 (
@@ -158,7 +161,10 @@ impl Default for RoleTable {
         allowed.insert(
             "Monitor".to_string(),
             rules(&[
-                ("start", &["/sessions/current/async"]),
+                (
+                    "start",
+                    &["/sessions/current/async", "/noderange/*/attributes/all"],
+                ),
                 (
                     "retrieve",
                     &[

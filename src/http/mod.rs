@@ -121,28 +121,6 @@ impl Transport {
 /// credential or trust (served by the boot modules, never by the API tree).
 pub const PUBLIC_PREFIXES: [&str; 2] = ["/boot/", "/confluent-public/"];
 
-/// Routes of the HTTP transport that are not in [`api::resources::ROUTES`], with the operation
-/// authorization sees (the WebSocket upgrade is a `start`).
-pub const HTTP_ROUTES: &[api::resources::Route] = &[
-    api::resources::Route {
-        path: "/sessions/current/async",
-        operations: &[Operation::Start],
-    },
-    api::resources::Route {
-        path: "/sessions/current/info",
-        operations: &[Operation::Retrieve],
-    },
-    api::resources::Route {
-        path: "/sessions/current/logout",
-        operations: &[Operation::Retrieve, Operation::Create, Operation::Delete],
-    },
-    // Prometheus metrics (Monitor and above; anyone with `--metrics-public`).
-    api::resources::Route {
-        path: METRICS_PATH,
-        operations: &[Operation::Retrieve],
-    },
-];
-
 /// Session cookie name (reference 6).
 pub const SESSION_COOKIE: &str = "confluentsessionid";
 /// Header carrying a session id instead of the cookie.
@@ -192,7 +170,17 @@ pub fn router(context: Context, transport: Transport) -> Router {
         ))
         .layer(axum::Extension(transport))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                // Streamed answers go out as they come; a compressor would hold them back.
+                .compress_when(tower_http::compression::Predicate::and(
+                    tower_http::compression::predicate::DefaultPredicate::new(),
+                    tower_http::compression::predicate::NotForContentType::new(
+                        "application/x-ndjson",
+                    ),
+                )),
+        );
     let mut public = boot::routes(transport.tls);
     if context.metrics_public {
         // Outside the plain-HTTP guard and authentication: a scrape target on a trusted
@@ -776,55 +764,6 @@ async fn tree(
     response
 }
 
-/// `/sessions/current/info` and `/sessions/current/logout`.
-fn session_route(context: &Context, authenticated: &Authenticated, path: &str) -> Option<Response> {
-    let route = path.trim_end_matches('/');
-    let document = match route {
-        "/sessions/current/info" => {
-            let mut info = Map::new();
-            match &authenticated.caller {
-                Caller::User(identity) => {
-                    info.insert("username".into(), identity.login().into());
-                    info.insert("tenant".into(), json!(identity.tenant.as_deref()));
-                    info.insert("role".into(), identity.role.name().into());
-                    info.insert("method".into(), identity.method.as_str().into());
-                }
-                Caller::AdminToken => {
-                    info.insert("username".into(), "admin-token".into());
-                    info.insert("role".into(), "Administrator".into());
-                }
-                other => {
-                    info.insert("username".into(), api::audit::describe(other).into());
-                }
-            }
-            if let Some(id) = &authenticated.session {
-                info.insert("sessionid".into(), id.clone().into());
-                info.insert(
-                    "idletimeout".into(),
-                    context.api.auth.sessions.idle_timeout().as_secs().into(),
-                );
-            }
-            Value::Object(info)
-        }
-        "/sessions/current/logout" => {
-            if let Some(id) = &authenticated.session {
-                context.api.auth.sessions.remove(id);
-            }
-            let mut response = with_headers(
-                (StatusCode::OK, axum::Json(json!({"loggedout": true}))).into_response(),
-            );
-            if let Some(cookie) = session_cookie("", Some(0)) {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            return Some(response);
-        }
-        _ => return None,
-    };
-    Some(with_headers(
-        (StatusCode::OK, axum::Json(document)).into_response(),
-    ))
-}
-
 async fn tree_authenticated(
     context: &Context,
     authenticated: &Authenticated,
@@ -853,24 +792,17 @@ async fn tree_authenticated(
         path: if path.is_empty() { "/".into() } else { path },
         parameters,
     };
-    if request.path == METRICS_PATH && operation == Operation::Retrieve {
-        if let Err(error) = api::authorize(&context.api.auth.roles, caller, &request) {
-            api::audit::record(&context.api, caller, &request, true, Err(&error)).await;
-            return error_response(&error);
-        }
-        return metrics_response(State(context.clone())).await;
-    }
-    if request.path.starts_with("/sessions/current/") {
-        if let Err(error) = api::authorize(&context.api.auth.roles, caller, &request) {
-            api::audit::record(&context.api, caller, &request, true, Err(&error)).await;
-            return error_response(&error);
-        }
-        if let Some(response) = session_route(context, authenticated, &request.path) {
-            return response;
-        }
-    }
-    let messages = match api::handle(&context.api, caller, request).await {
-        api::resources::Answer::Document(document) => {
+    let logout = request.path.trim_end_matches('/') == "/sessions/current/logout";
+    let answer = api::handle(
+        &context.api,
+        caller,
+        authenticated.session.as_deref(),
+        request,
+    )
+    .await;
+    let messages = match answer {
+        Err(error) => return error_response(&error),
+        Ok(api::Answer::Document(document)) => {
             let mut response = (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -882,17 +814,21 @@ async fn tree_authenticated(
             }
             return with_headers(response);
         }
-        answer => answer.into_values(),
+        Ok(api::Answer::Text { content_type, body }) => {
+            return with_headers(
+                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
+            );
+        }
+        Ok(api::Answer::Stream(stream)) => return stream_response(stream),
+        Ok(answer) => answer.into_values(),
     };
-    // A whole-request error is the only message: answer with its status.
-    if let [message] = messages.as_slice()
-        && let Some(code) = message.get("errorcode").and_then(Value::as_u64)
-    {
-        let status = u16::try_from(code)
-            .ok()
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .unwrap_or(StatusCode::BAD_REQUEST);
-        return with_headers((status, axum::Json(message.clone())).into_response());
+    if logout {
+        let mut response =
+            with_headers((StatusCode::OK, axum::Json(merge(messages))).into_response());
+        if let Some(cookie) = session_cookie("", Some(0)) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        return response;
     }
     let document = merge(messages);
     let mut response = (StatusCode::OK, axum::Json(document)).into_response();
@@ -900,6 +836,22 @@ async fn tree_authenticated(
         *response.body_mut() = Body::empty();
     }
     with_headers(response)
+}
+
+/// A streamed answer over HTTP: one JSON message per line (`application/x-ndjson`), sent as
+/// each arrives; the client closing the connection drops the stream.
+fn stream_response(stream: api::MessageStream) -> Response {
+    use futures_util::StreamExt as _;
+    let lines = stream
+        .map(|message| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{message}\n"))));
+    with_headers(
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(lines),
+        )
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

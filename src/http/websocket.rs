@@ -1,7 +1,9 @@
-//! The WebSocket at `/sessions/current/async` (reference 1.7, protocol `confluent.asyncweb`).
-//! For now it carries change notifications: the client subscribes to attributes of a noderange
-//! and receives the new values after each commit that changes them. Consoles and event
-//! subscriptions will be multiplexed on the same socket by later issues.
+//! The WebSocket at `/sessions/current/async` (reference 1.7, protocol `confluent.asyncweb`):
+//! a transport of the resource tree like the sockets and HTTP, every request answered through
+//! `api::handle`. Any request can be sent as `!{"operation": "retrieve", "path": "/nodes/",
+//! "parameters": {...}}`; its messages come back one frame each, then `!{"_requestdone": 1}`
+//! (errors as `!{"errorcode", "error", "code"}`, as on every transport). A request answered by
+//! a stream keeps sending until it ends (then `_requestdone`) or `!{"operation": "stop"}`.
 //!
 //! Frames: the server first sends ` ASYNCID: <id>`; `?` is answered with `?`; the client sends
 //! `!{"operation": "watch", "noderange": "n1-n4", "attributes": ["location.*"]}` and gets
@@ -15,23 +17,18 @@
 //! `!{"missed": N}` and continues with newer records. `unsubscribe` stops it; a new `subscribe`
 //! replaces the previous one.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
-use tokio::sync::mpsc::UnboundedReceiver;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
 
 use super::Context;
 use super::{Transport, authenticate, unauthorized};
-use crate::api::resources::resolved_json;
-use crate::api::{self, ApiError, Caller, Operation, Request};
-use crate::config::watch::{ChangeSet, WatchFilter};
-use crate::eventlog::{Delivery, Subscription};
+use crate::api::{self, Answer, ApiError, Caller, MessageStream, Operation, Request};
 
 /// Interval between server pings.
 const HEARTBEAT: Duration = Duration::from_secs(25);
@@ -42,8 +39,8 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let caller = match authenticate(&context, &headers).await {
-        Ok(authenticated) => authenticated.caller,
+    let authenticated = match authenticate(&context, &headers).await {
+        Ok(authenticated) => authenticated,
         Err(refusal) => {
             api::audit::unauthenticated(
                 &context.api,
@@ -61,10 +58,12 @@ pub async fn upgrade(
         path: "/sessions/current/async".into(),
         parameters: json!({}),
     };
-    if let Err(error) = api::authorize(&context.api.auth.roles, &caller, &request) {
-        api::audit::record(&context.api, &caller, &request, true, Err(&error)).await;
+    let caller = authenticated.caller;
+    let session = authenticated.session;
+    if let Err(error) = api::handle(&context.api, &caller, session.as_deref(), request).await {
         return (
-            axum::http::StatusCode::FORBIDDEN,
+            axum::http::StatusCode::from_u16(error.status())
+                .unwrap_or(axum::http::StatusCode::FORBIDDEN),
             axum::Json(error.to_json()),
         )
             .into_response();
@@ -72,21 +71,7 @@ pub async fn upgrade(
     upgrade
         .protocols(["confluent.asyncweb"])
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| session(socket, context, caller))
-}
-
-/// Authorize what a socket operation reads as the equivalent tree request (audited if denied).
-async fn authorize_read(context: &Context, caller: &Caller, path: String) -> Result<(), ApiError> {
-    let request = Request {
-        operation: Operation::Retrieve,
-        path,
-        parameters: json!({}),
-    };
-    let decision = api::authorize(&context.api.auth.roles, caller, &request);
-    if let Err(error) = &decision {
-        api::audit::record(&context.api, caller, &request, true, Err(error)).await;
-    }
-    decision
+        .on_upgrade(move |socket| run(socket, context, caller, session))
 }
 
 async fn send(socket: &mut WebSocket, value: &Value) -> bool {
@@ -96,106 +81,59 @@ async fn send(socket: &mut WebSocket, value: &Value) -> bool {
         .is_ok()
 }
 
-async fn next_change(
-    receiver: &mut Option<UnboundedReceiver<Arc<ChangeSet>>>,
-) -> Option<Arc<ChangeSet>> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
+async fn next_message(stream: &mut Option<MessageStream>) -> Option<Value> {
+    match stream {
+        Some(stream) => stream.next().await,
         None => std::future::pending().await,
     }
 }
 
-async fn next_event(subscription: &mut Option<Subscription>) -> Option<Delivery> {
-    match subscription {
-        Some(subscription) => subscription.next().await,
-        None => std::future::pending().await,
+/// The tree request a frame stands for: the `watch` and `subscribe` shorthands, or a plain
+/// `{"operation", "path", "parameters"}` request.
+fn tree_request(frame: &Value) -> Result<Request, ApiError> {
+    let operation = frame
+        .get("operation")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut parameters = frame.clone();
+    if let Value::Object(map) = &mut parameters {
+        map.remove("operation");
     }
-}
-
-fn subscribe(context: &Context, request: &Value) -> Result<(Subscription, Value), ApiError> {
-    let name = request
-        .get("log")
-        .and_then(Value::as_str)
-        .unwrap_or("events");
-    let log = context
-        .api
-        .events
-        .by_name(name)
-        .ok_or_else(|| ApiError::not_found(format!("no log named {name}")))?;
-    let filter = crate::api::events::filter(&context.api, request)?;
-    let since = crate::api::events::since(request)?;
-    Ok((
-        log.subscribe(filter, since),
-        json!({"subscribed": {"log": log.name()}}),
-    ))
-}
-
-fn watch(
-    context: &Context,
-    caller: &Caller,
-    request: &Value,
-) -> Result<(WatchFilter, Value), ApiError> {
-    let range = request
-        .get("noderange")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("watch needs a noderange"))?;
-    let attributes: Vec<String> = match request.get("attributes") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(Value::String(text)) => text.split(',').map(str::to_string).collect(),
-        _ => vec!["*".to_string()],
-    };
-    let nodes = context
-        .api
-        .config
-        .read(|store| crate::api::resources::expand_in(store, caller.tenant(), range))?;
-    let count = nodes.len();
-    let filter = WatchFilter {
-        nodes: Some(nodes.into_iter().collect::<HashSet<_>>()),
-        attributes: attributes.clone(),
-        collection: true,
-        globals: Vec::new(),
-    };
-    Ok((
-        filter,
-        json!({"watching": {"nodes": count, "attributes": attributes}}),
-    ))
-}
-
-fn describe(context: &Context, changes: &ChangeSet) -> Value {
-    let by_node: Map<String, Value> = context.api.config.read(|store| {
-        changes
-            .node_attributes
-            .iter()
-            .map(|(node, attributes)| {
-                let values: Map<String, Value> = attributes
-                    .iter()
-                    .filter(|name| &***name != "*")
-                    .map(|name| {
-                        let value = store
-                            .resolve(node, name)
-                            .map(|resolved| resolved_json(&resolved))
-                            .unwrap_or(Value::Null);
-                        (name.to_string(), value)
-                    })
-                    .collect();
-                (node.to_string(), Value::Object(values))
+    match operation {
+        "watch" => {
+            let range = frame
+                .get("noderange")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("watch needs a noderange"))?;
+            Ok(Request {
+                operation: Operation::Start,
+                path: format!("/noderange/{range}/attributes/all"),
+                parameters,
             })
-            .collect()
-    });
-    json!({"changes": {
-        "seq": changes.seq,
-        "databynode": by_node,
-        "created": changes.nodes_created.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        "deleted": changes.nodes_deleted.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        "renamed": changes.nodes_renamed.iter().map(|(a, b)| vec![a.to_string(), b.to_string()]).collect::<Vec<_>>(),
-    }})
+        }
+        "subscribe" => {
+            let log = frame.get("log").and_then(Value::as_str).unwrap_or("events");
+            let log = if log == "events" { "log" } else { log };
+            Ok(Request {
+                operation: Operation::Start,
+                path: format!("/events/{log}"),
+                parameters,
+            })
+        }
+        _ => crate::api::socket::parse_request(frame).map_err(ApiError::bad_request),
+    }
 }
 
-async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
+/// Which slot a streamed answer occupies: one watch, one log subscription and one other
+/// stream at a time; a new one replaces the previous.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Watch,
+    Subscription,
+    Other,
+}
+
+async fn run(mut socket: WebSocket, context: Context, caller: Caller, session: Option<String>) {
     let id: u64 = rand::random();
     if socket
         .send(Message::Text(format!(" ASYNCID: {id:016x}").into()))
@@ -204,8 +142,9 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
     {
         return;
     }
-    let mut receiver: Option<UnboundedReceiver<Arc<ChangeSet>>> = None;
-    let mut subscription: Option<Subscription> = None;
+    let mut watch: Option<MessageStream> = None;
+    let mut subscription: Option<MessageStream> = None;
+    let mut other: Option<MessageStream> = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     loop {
@@ -229,8 +168,8 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
                     }
                     continue;
                 };
-                let request: Value = match serde_json::from_str(body) {
-                    Ok(request) => request,
+                let frame: Value = match serde_json::from_str(body) {
+                    Ok(frame) => frame,
                     Err(error) => {
                         if !send(&mut socket, &ApiError::bad_request(format!("invalid JSON: {error}")).to_json()).await {
                             return;
@@ -238,65 +177,81 @@ async fn session(mut socket: WebSocket, context: Context, caller: Caller) {
                         continue;
                     }
                 };
-                let operation = request.get("operation").and_then(Value::as_str).unwrap_or_default();
-                let range = request.get("noderange").and_then(Value::as_str).unwrap_or("everything");
-                let log = request.get("log").and_then(Value::as_str).unwrap_or("events");
-                let allowed = match operation {
-                    "watch" => authorize_read(&context, &caller, format!("/noderange/{range}/attributes/all")).await,
-                    "subscribe" => authorize_read(&context, &caller, format!("/events/{log}")).await,
-                    _ => Ok(()),
-                };
-                let reply = match (operation, allowed) {
-                    (_, Err(error)) => error.to_json(),
-                    ("watch", Ok(())) => match watch(&context, &caller, &request) {
-                        Ok((filter, reply)) => {
-                            receiver = Some(context.api.config.watch(filter));
-                            reply
-                        }
-                        Err(error) => error.to_json(),
-                    },
-                    ("subscribe", Ok(())) => match subscribe(&context, &request) {
-                        Ok((new, reply)) => {
-                            subscription = Some(new);
-                            reply
-                        }
-                        Err(error) => error.to_json(),
-                    },
-                    ("unsubscribe", _) => {
-                        subscription = None;
-                        json!({"subscribed": null})
-                    }
-                    ("unwatch", _) => {
-                        receiver = None;
-                        json!({"watching": null})
-                    }
-                    (other, _) => ApiError::bad_request(format!("unsupported operation '{other}' on this socket")).to_json(),
-                };
-                if !send(&mut socket, &reply).await {
-                    return;
-                }
-            }
-            change = next_change(&mut receiver) => {
-                let Some(change) = change else {
-                    receiver = None;
-                    continue;
-                };
-                if !send(&mut socket, &describe(&context, &change)).await {
-                    return;
-                }
-            }
-            delivery = next_event(&mut subscription) => {
-                let message = match delivery {
-                    Some(Delivery::Record(record)) => json!({"event": record.to_json()}),
-                    Some(Delivery::Missed(count)) => json!({"missed": count}),
-                    None => {
-                        subscription = None;
+                let operation = frame.get("operation").and_then(Value::as_str).unwrap_or_default();
+                let slot = match operation {
+                    "unwatch" => {
+                        watch = None;
+                        if !send(&mut socket, &json!({"watching": null})).await { return; }
                         continue;
                     }
+                    "unsubscribe" => {
+                        subscription = None;
+                        if !send(&mut socket, &json!({"subscribed": null})).await { return; }
+                        continue;
+                    }
+                    "stop" => {
+                        other = None;
+                        if !send(&mut socket, &json!({"stopped": true})).await { return; }
+                        continue;
+                    }
+                    "watch" => Slot::Watch,
+                    "subscribe" => Slot::Subscription,
+                    _ => Slot::Other,
                 };
-                if !send(&mut socket, &message).await {
-                    return;
+                let answer = match tree_request(&frame) {
+                    Ok(request) => {
+                        let path = request.path.clone();
+                        api::handle(&context.api, &caller, session.as_deref(), request)
+                            .await
+                            .map(|answer| (answer, path))
+                    }
+                    Err(error) => Err(error),
+                };
+                let replies = match answer {
+                    Err(error) => vec![error.to_json()],
+                    Ok((Answer::Stream(stream), path)) => match slot {
+                        Slot::Watch => {
+                            watch = Some(stream);
+                            Vec::new()
+                        }
+                        Slot::Subscription => {
+                            subscription = Some(stream);
+                            let log = path.rsplit('/').next().unwrap_or_default();
+                            let log = if log == "log" { "events" } else { log };
+                            vec![json!({"subscribed": {"log": log}})]
+                        }
+                        Slot::Other => {
+                            other = Some(stream);
+                            Vec::new()
+                        }
+                    },
+                    Ok((answer, _)) => {
+                        let mut messages = answer.into_values();
+                        messages.push(json!({"_requestdone": 1}));
+                        messages
+                    }
+                };
+                for reply in &replies {
+                    if !send(&mut socket, reply).await {
+                        return;
+                    }
                 }
+            }
+            message = next_message(&mut watch) => {
+                let Some(message) = message else { watch = None; continue };
+                if !send(&mut socket, &message).await { return; }
+            }
+            message = next_message(&mut subscription) => {
+                let Some(message) = message else { subscription = None; continue };
+                if !send(&mut socket, &message).await { return; }
+            }
+            message = next_message(&mut other) => {
+                let Some(message) = message else {
+                    other = None;
+                    if !send(&mut socket, &json!({"_requestdone": 1})).await { return; }
+                    continue;
+                };
+                if !send(&mut socket, &message).await { return; }
             }
             _ = heartbeat.tick() => {
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
