@@ -11,6 +11,7 @@ pub mod audit;
 pub mod dhcp;
 pub mod error;
 pub mod events;
+pub mod fanout;
 pub mod resources;
 pub mod socket;
 pub mod users;
