@@ -13,6 +13,7 @@ pub mod commit;
 pub mod dhcp;
 pub mod error;
 pub mod events;
+pub mod fanout;
 pub mod groups;
 pub mod nodes;
 pub mod routes;
