@@ -214,10 +214,41 @@ pub fn authorize(roles: &RoleTable, caller: &Caller, request: &Request) -> Resul
     }
 }
 
+/// Where a request came from, as far as the tree cares.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// `unix-socket`, `tls-socket`, `http`, `https`, `websocket`: for the request's span.
+    pub transport: &'static str,
+    /// The HTTP session the request came with (`/sessions/current/...`).
+    pub session: Option<&'a str>,
+}
+
 /// Authorize, then answer a request with its route's handler. The only call of
-/// [`authorize`]: every transport answers every request through here. `session` is the HTTP
-/// session the request came with (`/sessions/current/...`).
+/// [`authorize`]: every transport answers every request through here, in a tracing span with
+/// the transport, the caller and the path.
 pub async fn handle(
+    context: &Context,
+    caller: &Caller,
+    origin: Origin<'_>,
+    request: Request,
+) -> Result<Answer, ApiError> {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "api",
+        transport = origin.transport,
+        user = tracing::field::Empty,
+        operation = request.operation.as_str(),
+        path = %request.path,
+    );
+    if !span.is_disabled() {
+        span.record("user", audit::describe(caller));
+    }
+    handle_in_span(context, caller, origin.session, request)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
     context: &Context,
     caller: &Caller,
     session: Option<&str>,

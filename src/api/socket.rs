@@ -321,6 +321,13 @@ pub async fn serve<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let origin = super::Origin {
+        transport: match peer {
+            Peer::Anonymous => "tls-socket",
+            _ => "unix-socket",
+        },
+        session: None,
+    };
     let (mut reader, writer) = tokio::io::split(stream);
     let mut writer = BufWriter::new(writer);
     writer
@@ -419,7 +426,7 @@ where
             continue;
         };
         let answer = match parse_request(&message) {
-            Ok(request) => super::handle(&context, &trusted, None, request).await,
+            Ok(request) => super::handle(&context, &trusted, origin, request).await,
             Err(error) => Err(ApiError::bad_request(error)),
         };
         let large = match &answer {

@@ -753,8 +753,16 @@ async fn tree(
             return unauthorized(&refusal.error, &headers);
         }
     };
-    let mut response =
-        tree_authenticated(&context, &authenticated, method, &uri, &headers, &body).await;
+    let mut response = tree_authenticated(
+        &context,
+        &authenticated,
+        transport,
+        method,
+        &uri,
+        &headers,
+        &body,
+    )
+    .await;
     if authenticated.opened
         && let Some(id) = &authenticated.session
         && let Some(cookie) = session_cookie(id, None)
@@ -767,6 +775,7 @@ async fn tree(
 async fn tree_authenticated(
     context: &Context,
     authenticated: &Authenticated,
+    transport: Transport,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -793,13 +802,11 @@ async fn tree_authenticated(
         parameters,
     };
     let logout = request.path.trim_end_matches('/') == "/sessions/current/logout";
-    let answer = api::handle(
-        &context.api,
-        caller,
-        authenticated.session.as_deref(),
-        request,
-    )
-    .await;
+    let origin = api::Origin {
+        transport: transport.name(),
+        session: authenticated.session.as_deref(),
+    };
+    let answer = api::handle(&context.api, caller, origin, request).await;
     let messages = match answer {
         Err(error) => return error_response(&error),
         Ok(api::Answer::Document(document)) => {

@@ -60,7 +60,17 @@ pub async fn upgrade(
     };
     let caller = authenticated.caller;
     let session = authenticated.session;
-    if let Err(error) = api::handle(&context.api, &caller, session.as_deref(), request).await {
+    if let Err(error) = api::handle(
+        &context.api,
+        &caller,
+        api::Origin {
+            transport: transport.name(),
+            session: session.as_deref(),
+        },
+        request,
+    )
+    .await
+    {
         return (
             axum::http::StatusCode::from_u16(error.status())
                 .unwrap_or(axum::http::StatusCode::FORBIDDEN),
@@ -201,7 +211,7 @@ async fn run(mut socket: WebSocket, context: Context, caller: Caller, session: O
                 let answer = match tree_request(&frame) {
                     Ok(request) => {
                         let path = request.path.clone();
-                        api::handle(&context.api, &caller, session.as_deref(), request)
+                        api::handle(&context.api, &caller, api::Origin { transport: "websocket", session: session.as_deref() }, request)
                             .await
                             .map(|answer| (answer, path))
                     }
