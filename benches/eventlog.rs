@@ -323,6 +323,7 @@ fn fan_out() {
 
 /// User plus system CPU time of this process so far.
 fn cpu_seconds() -> f64 {
+    // SAFETY: rusage is a plain C struct of integers, for which all zero bytes are valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };

@@ -593,8 +593,8 @@ struct OsAccount {
 
 impl OsAccount {
     fn create(password: &str) -> OsAccount {
-        // SAFETY: geteuid has no preconditions.
         assert_eq!(
+            // SAFETY: geteuid has no preconditions.
             unsafe { libc::geteuid() },
             0,
             "this test creates an OS account: run the suite as root (tests/run does in CI)"

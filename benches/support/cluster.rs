@@ -165,6 +165,7 @@ pub fn cpu_ms(pid: u32) -> f64 {
 
 /// CPU time used by terminated children of this process so far, in milliseconds.
 pub fn children_cpu_ms() -> f64 {
+    // SAFETY: rusage is a plain C struct of integers, for which all zero bytes are valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };

@@ -37,7 +37,7 @@ pub const COMMANDS: &[&str] = &[
     "noderename",
 ];
 
-/// Entry point: decide the command from argv[0] or the first argument.
+/// Entry point: decide the command from `argv[0]` or the first argument.
 pub fn main(args: Vec<OsString>) -> i32 {
     let invoked = args
         .first()

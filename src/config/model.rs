@@ -229,7 +229,7 @@ pub struct Node {
 
 /// A group: attributes members inherit, and an optional dynamic `noderange`.
 /// Static membership is recorded on the nodes (their `groups` lists); the store keeps a
-/// reverse index in [`Store::members`].
+/// reverse index in `Store::members`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Group {
     #[serde(default)]

@@ -1,10 +1,10 @@
 //! The DHCPv4 boot service: who gets which address and boot file ([`policy`], a pure function
-//! over a [`directory`] of nodes and the [`leases`]), and the [`worker`] thread that feeds it
-//! packets from the served interfaces ([`socket`]) and sends its replies; [`DhcpService`]
-//! starts it and runs the rest (auto-mode probes, subnet object changes, lease expiry and
-//! compaction) on the runtime.
+//! over a [`directory`](crate::deploy::directory) of nodes and the [`leases`]), and the
+//! [`worker`] thread that feeds it packets from the served interfaces ([`socket`]) and sends its
+//! replies; [`DhcpService`] starts it and runs the rest (auto-mode probes, subnet object
+//! changes, lease expiry and compaction) on the runtime.
 //!
-//! Per packet ([`handle_datagram`]): decode ([`crate::proto::dhcp`]), decide under the
+//! Per packet (`handle_datagram`): decode ([`crate::proto::dhcp`]), decide under the
 //! directory read lock and the lease lock, apply the lease change and append its journal
 //! record. A reply that depends on a record (an ACK) waits for the worker's next group commit;
 //! the others (OFFERs, proxy replies, NAKs) go out at once. Every exchange is logged and kept
@@ -869,6 +869,18 @@ fn handle_datagram(
             return Handled::default();
         }
     };
+    // One span per exchange, at DEBUG: under the default `info` filter it is disabled, which
+    // costs a level check, and its field expressions are not even evaluated. When enabled, the
+    // fields are lazy `Display`s, formatted only if a subscriber records them. `node` is
+    // recorded once the directory has been consulted.
+    let span = tracing::debug_span!(
+        "dhcp_exchange",
+        xid = %format_args!("{:08x}", request.xid),
+        mac = request.mac.map(tracing::field::display),
+        iface = %interface,
+        node = tracing::field::Empty,
+    );
+    let _in_span = span.enter();
     if ingress_interface
         .prober
         .as_ref()
@@ -934,6 +946,7 @@ fn handle_datagram(
         let directory = shared.directory.read();
         let mut table = shared.leases.lock();
         let decision = policy::reply(&directory, &table.leases.at(now), &ingress, &request);
+        span.record("node", decision.node.as_deref());
         if let Some(link) = &decision.short_link {
             shared.short_links.insert(&link.id, &link.target);
         }

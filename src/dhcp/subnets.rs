@@ -5,7 +5,7 @@
 //! Each object is a configuration global `dhcp.subnet.<cidr>` holding the JSON of a
 //! [`SubnetObject`], so it is journaled, survives a crash, and is part of snapshots and dumps
 //! like every other setting. The service re-reads them from a config watcher and rebuilds its
-//! scopes ([`apply`]). A served subnet without an object keeps the default pool.
+//! scopes ([`Subnet::apply_to`]). A served subnet without an object keeps the default pool.
 //!
 //! Pure: no I/O here (the API and the service do the reading and writing).
 

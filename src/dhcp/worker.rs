@@ -1,5 +1,5 @@
 //! The DHCP worker: one thread that owns every served socket, decides every packet
-//! ([`super::handle_datagram`]) and commits the lease journal itself.
+//! (`super::handle_datagram`) and commits the lease journal itself.
 //!
 //! Why a thread and not tasks: at a few thousand exchanges per second each datagram arrives
 //! alone, and waking a runtime worker, then a journal writer thread, then sending one reply per

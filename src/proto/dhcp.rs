@@ -671,9 +671,11 @@ fn request_from_message(
     let client_architectures = raw
         .get(code::CLIENT_ARCHITECTURE)
         .map(|value| {
-            value
-                .chunks_exact(2)
-                .map(|pair| ClientArchitecture(u16::from_be_bytes([pair[0], pair[1]])))
+            // The walk checked the length is a non-zero multiple of 2, so nothing is left over.
+            let (pairs, _) = value.as_chunks::<2>();
+            pairs
+                .iter()
+                .map(|pair| ClientArchitecture(u16::from_be_bytes(*pair)))
                 .collect()
         })
         .unwrap_or_default();
@@ -945,6 +947,12 @@ pub fn encode_reply(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

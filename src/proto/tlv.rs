@@ -69,6 +69,12 @@ pub fn encode(frame_type: FrameType, payload: &[u8]) -> Result<Vec<u8>, TlvError
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 seconds=${1:-10}
 shift || true
-all_targets=(tlv api_request noderange expression journal_record http_params tftp)
+all_targets=(tlv api_request noderange expression journal_record http_params tftp dhcp)
 targets=("${@:-${all_targets[@]}}")
 sanitizer=${FUZZ_SANITIZER:-none}
 
