@@ -254,12 +254,12 @@ async fn handle_in_span(
     session: Option<&str>,
     mut request: Request,
 ) -> Result<Answer, ApiError> {
+    // Handlers see the canonical path authorization decides on.
+    let canonical = canonical_path(&request.path);
+    let matched = canonical.as_deref().ok().and_then(routes::route_of);
     // Labelled by the route pattern the path matches, never the path itself, so that the
     // number of series stays bounded whatever callers ask for.
-    let route = canonical_path(&request.path)
-        .ok()
-        .and_then(|path| routes::route_of(&path))
-        .map_or("other", |route| route.path);
+    let route = matched.map_or("other", |route| route.path);
     let operation = request.operation.as_str();
     let count = |status: u16| {
         context
@@ -277,11 +277,10 @@ async fn handle_in_span(
         audit::record(context, caller, &request, true, Err(&error)).await;
         return Err(error);
     }
-    // Handlers see the path authorization decided on.
-    if let Ok(path) = canonical_path(&request.path) {
+    if let Ok(path) = canonical {
         request.path = path;
     }
-    let result = routes::dispatch(context, caller, session, &request).await;
+    let result = routes::dispatch(context, caller, session, &request, matched).await;
     let hidden = result.as_ref().err().is_some_and(|error| error.hidden);
     if audit::audited(request.operation) || hidden {
         audit::record(

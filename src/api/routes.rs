@@ -346,20 +346,39 @@ fn segments(path: &str) -> Vec<&str> {
 
 /// The route a canonical path falls under: `{...}` placeholders match one non-empty segment
 /// (`{subnet}` its two), literal segments win over placeholders; a trailing `/` is optional.
+/// It runs for every request: the patterns are split once, and nothing is allocated but the
+/// path's segment list.
 pub fn route_of(path: &str) -> Option<&'static Route> {
     let wanted = segments(path);
-    ROUTES
-        .iter()
-        .filter_map(|route| {
-            let literals = route_match(&segments(route.path), &wanted)?;
-            Some((literals, route))
-        })
-        .max_by_key(|(literals, _)| *literals)
-        .map(|(_, route)| route)
+    let mut best: Option<(usize, &'static Route)> = None;
+    for (pattern, route) in PATTERNS.iter() {
+        if let Some(literals) = route_match(pattern, &wanted)
+            && best.is_none_or(|(most, _)| literals > most)
+        {
+            best = Some((literals, *route));
+        }
+    }
+    best.map(|(_, route)| route)
 }
+
+/// The route patterns split into segments once (immutable, derived from [`ROUTES`]).
+static PATTERNS: std::sync::LazyLock<Vec<(Vec<&'static str>, &'static Route)>> =
+    std::sync::LazyLock::new(|| {
+        ROUTES
+            .iter()
+            .map(|route| (segments(route.path), route))
+            .collect()
+    });
 
 /// How many literal segments of `pattern` matched `segments`, if it matches at all.
 fn route_match(pattern: &[&str], segments: &[&str]) -> Option<usize> {
+    // Most routes differ from the path in their first segment: a cheap early exit.
+    if let (Some(first), Some(wanted)) = (pattern.first(), segments.first())
+        && !first.starts_with('{')
+        && first != wanted
+    {
+        return None;
+    }
     let mut literals = 0;
     let mut rest = segments;
     for (index, part) in pattern.iter().enumerate() {
@@ -388,8 +407,9 @@ pub async fn dispatch(
     caller: &Caller,
     session: Option<&str>,
     request: &Request,
+    route: Option<&'static Route>,
 ) -> Result<Answer, ApiError> {
-    let Some(route) = route_of(&request.path) else {
+    let Some(route) = route else {
         return Err(ApiError::not_found(format!("{} not found", request.path)));
     };
     if !route.operations.contains(&request.operation) {
