@@ -5,49 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::DaemonProcess;
+use common::{DaemonProcess, SmallDisk};
 use serde_json::{Value, json};
-
-/// A tmpfs of `size` mounted at `path`, unmounted on drop.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount(8)");
-        assert!(
-            status.success(),
-            "this test mounts a small tmpfs to fill it: run it as root (tests/run does in CI)"
-        );
-        SmallDisk {
-            path: path.to_path_buf(),
-        }
-    }
-
-    /// Fill every free byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.path.join("filler")).unwrap();
-        let block = vec![0u8; 4096];
-        while file.write_all(&block).is_ok() {}
-        let _ = file.sync_all();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 /// Text that would betray server internals.
 fn assert_safe(message: &str, state_dir: &Path) {

@@ -5,41 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use common::DaemonProcess;
+use common::{DaemonProcess, SmallDisk};
 use confluent::eventlog::{AppendError, Event, EventLog, LogOptions, Order, Query};
 use serde_json::json;
-
-/// A tmpfs of `size` mounted at `path`, unmounted on drop.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount(8)");
-        assert!(
-            status.success(),
-            "this test mounts a small tmpfs to fill it: run it as root (tests/run does in CI)"
-        );
-        SmallDisk {
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 #[tokio::test]
 async fn full_disk_fails_appends_loudly_without_partial_records_and_recovers() {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::commit::commit;
 use super::groups::{require_group, require_owned_group};
 use super::nodes::{check_tenant_references, expand_in, require_node};
-use super::{Answer, ApiError, Context, ErrorCode, Operation, Request};
+use super::{Answer, ApiError, Context, Operation, Request};
 use crate::auth::tenant::{self};
 use crate::config::catalogue;
 use crate::config::model::{ExpressionValue, Resolved, ResolvedValue, Store};
@@ -479,12 +479,9 @@ pub(super) async fn node_attributes(
             );
             Ok(messages)
         }
-        _ => Err(ApiError::new(
-            ErrorCode::UnsupportedOperation,
-            format!(
-                "{} is not supported on attributes/{kind}",
-                operation.as_str()
-            ),
+        _ => Err(ApiError::unsupported(
+            operation.as_str(),
+            &format!("attributes/{kind}"),
         )),
     }
 }
@@ -563,12 +560,9 @@ pub(super) async fn group_attributes(
             messages.push(json!({"newname": shown}));
             Ok(messages)
         }
-        _ => Err(ApiError::new(
-            ErrorCode::UnsupportedOperation,
-            format!(
-                "{} is not supported on attributes/{kind}",
-                operation.as_str()
-            ),
+        _ => Err(ApiError::unsupported(
+            operation.as_str(),
+            &format!("attributes/{kind}"),
         )),
     }
 }

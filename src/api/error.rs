@@ -90,22 +90,6 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
         }
     }
-
-    /// Confluent's message prefix for the status (`Bad Request - ...`, `Target not found - ...`).
-    pub fn describe(self) -> &'static str {
-        match self.status() {
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Target not found",
-            405 => "Method Not Allowed",
-            409 => "Conflict",
-            429 => "Too Many Requests",
-            503 => "Service Unavailable",
-            504 => "Timeout",
-            _ => "Internal Server Error",
-        }
-    }
 }
 
 impl std::fmt::Display for ErrorCode {
